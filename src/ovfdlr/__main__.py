@@ -1,0 +1,3 @@
+from ovfdlr.cli import app
+
+app(prog_name="ovfdlr")

@@ -1,0 +1,442 @@
+"""The cohort manifest: loading, validation and summaries.
+
+A manifest is a CSV with one row per vertebra (see docs/architecture.md):
+
+=============  ========  ==============================================================
+column         required  meaning
+=============  ========  ==============================================================
+case_id        yes       unique id of the vertebra
+patient_id     yes       patient; all vertebrae of a patient stay in one cohort
+image          yes       CT volume: NIfTI / NRRD / MHA / MHD file or DICOM series folder,
+                         relative to the manifest's folder (or absolute)
+mask           yes       label map on the same grid, same forms
+mask_label     no        integer label of this vertebra in the mask (default 1)
+label          yes       ASTLOF class 0, 1 or 2; empty for cases to predict
+cohort         yes       train, internal, external, prospective or any configured name
+centre         yes       acquiring centre
+level          no        vertebral level, e.g. L1
+age, sex       no        patient age in years, sex (F / M)
+scan_date      no        acquisition date (ISO 8601)
+=============  ========  ==============================================================
+
+Row numbers in messages are the CSV's line numbers as a spreadsheet shows them: the header is
+row 1, the first vertebra row 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from ovfdlr import imaging
+from ovfdlr.parallel import TaskFailure, run_tasks
+
+REQUIRED_COLUMNS = ("case_id", "patient_id", "image", "mask", "label", "cohort", "centre")
+OPTIONAL_COLUMNS = ("mask_label", "level", "age", "sex", "scan_date")
+DEFAULT_COHORTS = ("train", "internal", "external", "prospective")
+CLASSES = (0, 1, 2)
+DEFAULT_MIN_ROI_VOXELS = 64
+DEFAULT_TOLERANCE = 1e-3
+FIRST_DATA_ROW = 2  # spreadsheet row of the first vertebra (the header is row 1)
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a manifest: where (row, case_id), which check, and what is wrong."""
+
+    check: str
+    message: str
+    row: int | None = None
+    case_id: str | None = None
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.case_id:
+            where.append(f"case {self.case_id}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        return f"{self.severity}: {prefix}{self.message} [{self.check}]"
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used; ``problems`` lists every reason found."""
+
+    def __init__(self, path: Path, problems: Sequence[Problem]):
+        self.path = Path(path)
+        self.problems = list(problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        lines = [f"{self.path}: {len(errors)} problem(s) in the manifest"]
+        lines += [f"  {p}" for p in errors]
+        super().__init__("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# table-level checks
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read the manifest CSV as text (nothing coerced), with a ``row`` column of sheet rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(path, [Problem("manifest", f"manifest not found: {path}")])
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ManifestError(path, [Problem("manifest", f"not a readable CSV: {first}")]) from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    table = table.apply(lambda col: col.str.strip())
+    table.insert(0, "row", np.arange(FIRST_DATA_ROW, FIRST_DATA_ROW + len(table)))
+    return table
+
+
+def _parse_label(text: str) -> int | str | None:
+    """0/1/2 as int; empty as None; anything else returned unchanged (an error)."""
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if value in CLASSES:
+        return int(value)
+    return text
+
+
+def _parse_mask_label(text: str) -> int | str:
+    if text == "":
+        return 1
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if value.is_integer() and value > 0:
+        return int(value)
+    return text
+
+
+def check_table(table: pd.DataFrame, cohorts: Iterable[str] | None = None) -> list[Problem]:
+    """Every table-level problem of a manifest read by :func:`read_table`.
+
+    Checks: missing columns, empty required cells, duplicate case_id, label not in {0, 1, 2},
+    mask_label not a positive integer, unknown cohort (when ``cohorts`` is given), age not a
+    number in [0, 130], a patient in two cohorts (error) or two centres (warning), and unlabelled
+    training cases (warning).
+    """
+    problems: list[Problem] = []
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    for column in missing:
+        problems.append(Problem("missing-column", f"required column '{column}' is missing"))
+    if "case_id" not in table.columns:
+        return problems
+
+    def add(row, check, message, severity: Severity = "error"):
+        problems.append(Problem(check, message, int(row.row), row.case_id or None, severity))
+
+    present = [c for c in REQUIRED_COLUMNS if c in table.columns and c != "label"]
+    seen: dict[str, int] = {}
+    for row in table.itertuples(index=False):
+        for column in present:
+            if getattr(row, column) == "":
+                add(row, "empty-cell", f"'{column}' is empty")
+        if row.case_id:
+            if row.case_id in seen:
+                add(row, "duplicate-case-id", f"case_id duplicates row {seen[row.case_id]}")
+            else:
+                seen[row.case_id] = int(row.row)
+        if "label" in table.columns and isinstance(_parse_label(row.label), str):
+            add(row, "label", f"label '{row.label}' is not one of 0, 1, 2 (or empty to predict)")
+        if "mask_label" in table.columns and isinstance(_parse_mask_label(row.mask_label), str):
+            add(row, "mask-label", f"mask_label '{row.mask_label}' is not a positive integer")
+        if cohorts is not None and "cohort" in table.columns and row.cohort:
+            allowed = list(cohorts)
+            if row.cohort not in allowed:
+                add(row, "cohort", f"cohort '{row.cohort}' is not one of {', '.join(allowed)}")
+        if "age" in table.columns and row.age != "":
+            try:
+                age = float(row.age)
+            except ValueError:
+                age = float("nan")
+            if not 0 <= age <= 130:
+                add(row, "age", f"age '{row.age}' is not a number of years in [0, 130]")
+        if (
+            "label" in table.columns
+            and "cohort" in table.columns
+            and row.cohort == "train"
+            and _parse_label(row.label) is None
+        ):
+            add(row, "unlabelled", "training case has no label; it will be ignored", "warning")
+
+    if {"patient_id", "cohort"} <= set(table.columns):
+        problems += _straddling(table, "cohort", "error")
+    if {"patient_id", "centre"} <= set(table.columns):
+        problems += _straddling(table, "centre", "warning")
+    return problems
+
+
+def _straddling(table: pd.DataFrame, column: str, severity: Severity) -> list[Problem]:
+    """A problem per row of each patient found under more than one value of ``column``."""
+    problems = []
+    rows = table[table.patient_id != ""]
+    for patient, group in rows.groupby("patient_id", sort=True):
+        values = group[column].unique()
+        if len(values) < 2:
+            continue
+        where = "; ".join(
+            f"{v}: row{'s' if (group[column] == v).sum() > 1 else ''} "
+            + ", ".join(str(r) for r in group.loc[group[column] == v, "row"])
+            for v in values
+        )
+        rule = (
+            "all vertebrae of a patient must be in one cohort"
+            if column == "cohort"
+            else "check the patient_id"
+        )
+        for row in group.itertuples(index=False):
+            problems.append(
+                Problem(
+                    f"patient-in-two-{column}s",
+                    f"patient {patient} is in {len(values)} {column}s ({where}); {rule}",
+                    int(row.row),
+                    row.case_id or None,
+                    severity,
+                )
+            )
+    return problems
+
+
+def _to_cohort(table: pd.DataFrame, base: Path) -> pd.DataFrame:
+    """Typed cohort frame indexed by case_id with absolute image / mask paths."""
+    cohort = table.copy()
+
+    def resolve(value: str) -> str:
+        if not value:
+            return ""
+        p = Path(value)
+        return str(p if p.is_absolute() else (base / p))
+
+    def label(value: str) -> int | None:
+        parsed = _parse_label(value)
+        return None if isinstance(parsed, str) else parsed
+
+    def mask_label(value: str) -> int:
+        parsed = _parse_mask_label(value)
+        return 0 if isinstance(parsed, str) else parsed  # 0: invalid, reported by check_table
+
+    cohort["image"] = cohort["image"].map(resolve)
+    cohort["mask"] = cohort["mask"].map(resolve)
+    if "mask_label" not in cohort.columns:
+        cohort["mask_label"] = ""
+    cohort["mask_label"] = cohort["mask_label"].map(mask_label).astype("int64")
+    cohort["label"] = pd.array([label(v) for v in cohort["label"]], dtype="Int64")
+    if "age" in cohort.columns:
+        cohort["age"] = pd.to_numeric(cohort["age"], errors="coerce")
+    for column in ("level", "sex", "scan_date"):
+        if column in cohort.columns:
+            cohort[column] = cohort[column].replace("", pd.NA)
+    return cohort.set_index("case_id", drop=False).rename_axis(None)
+
+
+def load_manifest(path: str | Path, *, cohorts: Iterable[str] | None = None) -> pd.DataFrame:
+    """Load and table-check a manifest; return the cohort (one row per vertebra).
+
+    The frame is indexed by ``case_id`` and has absolute ``image`` / ``mask`` paths, integer
+    ``mask_label``, nullable-integer ``label`` (``<NA>`` for cases to predict) and the sheet
+    ``row`` of each case. Images are not opened here: :func:`validate_manifest` does that.
+    Raises :class:`ManifestError` listing every table-level error.
+    """
+    path = Path(path)
+    table = read_table(path)
+    problems = check_table(table, cohorts)
+    if any(p.severity == "error" for p in problems):
+        raise ManifestError(path, problems)
+    return _to_cohort(table, path.parent)
+
+
+# ---------------------------------------------------------------------------------------------
+# image-level checks
+
+
+@dataclass(frozen=True)
+class CaseCheck:
+    """The arguments of one case's image checks (picklable, for worker processes)."""
+
+    row: int
+    case_id: str
+    image: str
+    mask: str
+    mask_label: int
+    min_roi_voxels: int = DEFAULT_MIN_ROI_VOXELS
+    tolerance: float = DEFAULT_TOLERANCE
+
+
+def check_case(case: CaseCheck) -> list[Problem]:
+    """Open one case's image and mask and return every problem found (empty when fine).
+
+    Checks: files exist and read; the image is 3-D with finite voxel values; the mask grid
+    matches the image (:func:`ovfdlr.imaging.geometry_mismatches`); the mask is not empty and
+    holds ``mask_label``; the ROI has at least ``min_roi_voxels`` voxels; the ROI does not touch
+    the volume border (warning: the vertebra may be cut off).
+    """
+    problems: list[Problem] = []
+
+    def add(check: str, message: str, severity: Severity = "error") -> None:
+        problems.append(Problem(check, message, case.row, case.case_id, severity))
+
+    volumes = {}
+    for kind, path in (("image", case.image), ("mask", case.mask)):
+        if not Path(path).exists():
+            add(f"{kind}-missing", f"{kind} file not found: {path}")
+            continue
+        try:
+            volumes[kind] = imaging.read_image(path)
+        except imaging.ImageReadError as exc:
+            add(f"{kind}-unreadable", f"{kind} unreadable: {exc}")
+    image, mask = volumes.get("image"), volumes.get("mask")
+
+    if image is not None:
+        if image.GetDimension() != 3:
+            add("image-dimension", f"image is {image.GetDimension()}-D; a 3-D volume is expected")
+        bad = imaging.count_non_finite(case.image, image)
+        if bad:
+            add("non-finite", f"image has {bad} non-finite voxel value(s) (NaN or infinite)")
+    if mask is None:
+        return problems
+    if image is not None:
+        for message in imaging.geometry_mismatches(image, mask, case.tolerance):
+            add("geometry", f"image/mask geometry mismatch: {message}")
+
+    labels = sitk.GetArrayViewFromImage(mask)
+    if not np.any(labels):
+        add("empty-roi", "empty ROI: the mask has no non-zero voxel")
+        return problems
+    if case.mask_label <= 0:  # not a usable label; check_table has reported it
+        return problems
+    roi = labels == case.mask_label
+    count = int(np.count_nonzero(roi))
+    if count == 0:
+        present = np.unique(labels[labels != 0])
+        shown = ", ".join(str(v) for v in present[:12]) + (" ..." if present.size > 12 else "")
+        add("mask-label", f"mask_label {case.mask_label} is absent from the mask (labels: {shown})")
+        return problems
+    if count < case.min_roi_voxels:
+        add(
+            "small-roi",
+            f"ROI has {count} voxels, fewer than the minimum of {case.min_roi_voxels}",
+        )
+    if imaging.roi_touches_border(roi):
+        add("roi-border", "ROI touches the volume border; the vertebra may be cut off", "warning")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole manifest
+
+
+@dataclass
+class ValidationReport:
+    """Every problem of a manifest and, when the table could be read, its cohort."""
+
+    path: Path
+    problems: list[Problem] = field(default_factory=list)
+    cohort: pd.DataFrame | None = None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def problems_frame(self) -> pd.DataFrame:
+        columns = ["severity", "row", "case_id", "check", "message"]
+        rows = [asdict(p) for p in self.problems]
+        return pd.DataFrame(rows, columns=columns).astype({"row": "Int64"})
+
+
+def validate_manifest(
+    path: str | Path,
+    *,
+    cohorts: Iterable[str] | None = None,
+    min_roi_voxels: int = DEFAULT_MIN_ROI_VOXELS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    check_images: bool = True,
+    jobs: int | None = 1,
+    progress: bool = False,
+) -> ValidationReport:
+    """Check a manifest and every case's image and mask; report all problems at once.
+
+    Table-level problems (:func:`check_table`) and image-level problems (:func:`check_case`,
+    for rows whose paths are usable) are collected together, sorted by row.
+    """
+    path = Path(path)
+    report = ValidationReport(path)
+    try:
+        table = read_table(path)
+    except ManifestError as exc:
+        report.problems = exc.problems
+        return report
+    report.problems = check_table(table, cohorts)
+    if any(p.check == "missing-column" for p in report.problems):
+        return report
+    cohort = _to_cohort(table, path.parent)
+    if check_images:
+        cases = [
+            CaseCheck(
+                int(r.row), r.case_id, r.image, r.mask, int(r.mask_label), min_roi_voxels, tolerance
+            )
+            for r in cohort.itertuples(index=False)
+            if r.image and r.mask
+        ]
+        results = run_tasks(
+            check_case, cases, jobs=jobs, description="checking images", progress=progress
+        )
+        for case, result in zip(cases, results, strict=True):
+            if isinstance(result, TaskFailure):
+                result = [Problem("check-failed", result.reason, case.row, case.case_id)]
+            report.problems += result
+    report.problems.sort(key=lambda p: (p.row or 0, p.severity != "error", p.check))
+    report.cohort = cohort
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# summaries
+
+
+def class_table(cohort: pd.DataFrame) -> pd.DataFrame:
+    """Cases per cohort x ASTLOF class (unlabelled cases in their own column), with totals."""
+    labels = cohort["label"].astype("object").where(cohort["label"].notna(), "unlabelled")
+    labels = labels.map(lambda v: v if v == "unlabelled" else f"class {int(v)}")
+    table = pd.crosstab(cohort["cohort"], labels, margins=True, margins_name="total")
+    table.insert(len(table.columns) - 1, "patients", _patients_per(cohort, "cohort", table.index))
+    return table.rename_axis(index="cohort", columns=None)
+
+
+def centre_table(cohort: pd.DataFrame) -> pd.DataFrame:
+    """Cases per centre x cohort, with totals and the number of patients per centre."""
+    table = pd.crosstab(cohort["centre"], cohort["cohort"], margins=True, margins_name="total")
+    table["patients"] = _patients_per(cohort, "centre", table.index)
+    return table.rename_axis(index="centre", columns=None)
+
+
+def _patients_per(cohort: pd.DataFrame, column: str, index: pd.Index) -> list[int]:
+    counts = cohort.groupby(column)["patient_id"].nunique()
+    return [
+        int(counts.get(k, cohort["patient_id"].nunique() if k == "total" else 0)) for k in index
+    ]

@@ -1,0 +1,77 @@
+"""Shared fixtures: small image/mask pairs made on the fly, and the reference data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The reference data beside the checkout (``../shared/data``) or $OVFDLR_SHARED_DATA."""
+    return Path(os.environ.get("OVFDLR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.fail(f"reference data folder not found: {path} (set OVFDLR_SHARED_DATA)")
+    return path
+
+
+def write_volume(
+    path: Path,
+    array: np.ndarray,
+    spacing=(1.0, 1.0, 1.0),
+    origin=(0.0, 0.0, 0.0),
+    direction=None,
+) -> Path:
+    """Write a numpy (z, y, x) array as an image with the given geometry."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def cube_case(folder: Path, name: str, *, shape=(24, 24, 24), box=(6, 18), label=1, **geometry):
+    """A CT-like volume and a mask with a cube of ``label``; returns (image, mask) paths."""
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    ct = rng.normal(40, 10, shape).astype(np.int16)
+    mask = np.zeros(shape, np.uint8)
+    lo, hi = box
+    mask[lo:hi, lo:hi, lo:hi] = label
+    ct[mask > 0] += 150
+    image = write_volume(folder / f"{name}_ct.nii.gz", ct, **geometry)
+    mask_path = write_volume(folder / f"{name}_mask.nii.gz", mask, **geometry)
+    return image, mask_path
+
+
+def write_manifest(folder: Path, rows: list[dict]) -> Path:
+    path = folder / "manifest.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def good_row(folder: Path, case_id: str, patient_id: str, cohort="train", label=0, centre="A"):
+    image, mask = cube_case(folder, case_id)
+    return {
+        "case_id": case_id,
+        "patient_id": patient_id,
+        "image": image.name,
+        "mask": mask.name,
+        "mask_label": 1,
+        "label": label,
+        "cohort": cohort,
+        "centre": centre,
+    }
