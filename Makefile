@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ovfdlr-installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format docs bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+docs: install
+	$(BIN)/python -m typer ovfdlr.cli utils docs --name ovfdlr --title "ovfdlr command line" --output docs/cli.md
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
