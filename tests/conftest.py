@@ -18,6 +18,12 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("OVFDLR_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the per-case cache of every test run out of the user's home."""
+    os.environ["OVFDLR_CACHE"] = str(tmp_path_factory.mktemp("ovfdlr-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
@@ -75,3 +81,13 @@ def good_row(folder: Path, case_id: str, patient_id: str, cohort="train", label=
         "cohort": cohort,
         "centre": centre,
     }
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(tmp_path_factory) -> Path:
+    """A small synthetic cohort (48 vertebrae, every fracture type), shared by the suite."""
+    from ovfdlr.synthetic import generate_cohort
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    generate_cohort(folder, 48, seed=7, jobs=2, progress=False)
+    return folder

@@ -67,7 +67,9 @@ def _call(fn: Callable[[T], R], index: int, arg: T) -> tuple[int, R | TaskFailur
     try:
         return index, fn(arg)
     except Exception as exc:  # a batch goes on past one bad case
-        reason = f"{type(exc).__name__}: {exc}".strip()
+        # ovfdlr's own errors are written for the user; others keep their type for context
+        own = type(exc).__module__.startswith("ovfdlr")
+        reason = str(exc).strip() if own else f"{type(exc).__name__}: {exc}".strip()
         return index, TaskFailure(index, reason.splitlines()[0], traceback.format_exc())
 
 

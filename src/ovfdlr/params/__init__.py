@@ -1,0 +1,1 @@
+"""PyRadiomics parameter files shipped with ovfdlr (ct-vertebra.yaml)."""
