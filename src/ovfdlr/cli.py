@@ -184,3 +184,111 @@ def demo(
     if not report.ok:
         raise fail(f"the generated cohort has {len(report.errors)} error(s)")
     console.print(f"[green]demo cohort ready:[/] {cohort_dir / 'manifest.csv'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# feature extraction
+
+extract_app = typer.Typer(
+    help="Per-case features: radiomics, morphometry (cached, resumable, parallel).",
+    no_args_is_help=True,
+)
+app.add_typer(extract_app, name="extract")
+
+JobsOption = Annotated[int, typer.Option(help="Worker processes on this machine; 0 = all cores.")]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler address (tcp://HOST:PORT): run the cases on that cluster."),
+]
+CacheOption = Annotated[
+    Path | None,
+    typer.Option(help="Per-case cache folder (default $OVFDLR_CACHE or ~/.cache/ovfdlr)."),
+]
+AllowFailuresOption = Annotated[
+    bool, typer.Option(help="Exit 0 even when some cases failed (they are in errors.csv).")
+]
+
+
+def _load_cohort(manifest: Path):
+    from ovfdlr.cohort import ManifestError, load_manifest
+
+    try:
+        return load_manifest(manifest)
+    except ManifestError as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise fail(f"{manifest}: fix the manifest first (ovfdlr validate {manifest})") from None
+
+
+def _finish_extraction(result, out: Path, stage: str, allow_failures: bool) -> None:
+    from ovfdlr.extraction import write_errors, write_tables
+
+    written = write_tables(result, out)
+    errors_csv = out.parent / "errors.csv"
+    write_errors(errors_csv, stage, result.errors)
+    console.print(
+        f"{stage}: {len(result.features)} cases x {result.features.shape[1]} features -> "
+        f"{written['features']} (computed {result.computed}, cached "
+        f"{result.cached}, failed {result.failed})"
+    )
+    if result.failed:
+        for row in result.errors.itertuples(index=False):
+            err.print(f"[red]failed[/] {row.case_id}: {row.reason}", highlight=False)
+        message = f"{result.failed} case(s) failed; reasons in {errors_csv}"
+        if not allow_failures:
+            raise fail(message)
+        err.print(f"[yellow]warning:[/] {message}")
+
+
+def _cache_dir(cache: Path | None) -> Path:
+    from ovfdlr.cache import default_cache_dir
+
+    return cache if cache is not None else default_cache_dir()
+
+
+@extract_app.command("radiomics")
+def extract_radiomics_command(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")],
+    out: Annotated[Path, typer.Option(help="Feature table to write (Parquet).")],
+    params: Annotated[
+        Path | None,
+        typer.Option(help="PyRadiomics parameter file (YAML/JSON); default ct-vertebra.yaml."),
+    ] = None,
+    jobs: JobsOption = 0,
+    scheduler: SchedulerOption = None,
+    cache: CacheOption = None,
+    allow_failures: AllowFailuresOption = False,
+) -> None:
+    """PyRadiomics features of every vertebra, with PyRadiomics' names and values.
+
+    Diagnostics go to <out>.diagnostics.parquet, failed cases to errors.csv beside <out>.
+    """
+    from ovfdlr.radiomics import RadiomicsParamsError, extract_radiomics, load_params
+
+    try:
+        parameters = load_params(params)
+    except RadiomicsParamsError as exc:
+        raise fail(str(exc)) from None
+    cohort = _load_cohort(manifest)
+    result = extract_radiomics(
+        cohort, parameters, cache_dir=_cache_dir(cache), jobs=jobs, scheduler=scheduler
+    )
+    _finish_extraction(result, out, "radiomics", allow_failures)
+
+
+@extract_app.command("morphometry")
+def extract_morphometry_command(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")],
+    out: Annotated[Path, typer.Option(help="Feature table to write (Parquet).")],
+    jobs: JobsOption = 0,
+    scheduler: SchedulerOption = None,
+    cache: CacheOption = None,
+    allow_failures: AllowFailuresOption = False,
+) -> None:
+    """Vertebral heights, Genant ratios and grade, volume and HU of every vertebral body."""
+    from ovfdlr.morphometry import extract_morphometry
+
+    cohort = _load_cohort(manifest)
+    result = extract_morphometry(
+        cohort, cache_dir=_cache_dir(cache), jobs=jobs, scheduler=scheduler
+    )
+    _finish_extraction(result, out, "morphometry", allow_failures)
