@@ -1,0 +1,155 @@
+"""Radiomics extraction speed: ovfdlr against a plain PyRadiomics loop, serial and parallel.
+
+On the synthetic cohort with ct-vertebra.yaml, in one run:
+
+1. a plain ``RadiomicsFeatureExtractor.execute`` loop over the first ``--n-timed`` cases;
+2. ``extract_radiomics`` with ``jobs=1`` on the same cases (empty cache);
+3. ``extract_radiomics`` with ``jobs=2`` on the same cases (empty cache);
+4. the remaining cases of ``--n`` filled in with ``jobs=2``, then a fully cached rerun of all
+   ``--n`` cases, in this process and as a whole ``ovfdlr extract radiomics`` process.
+
+Peak memory: the largest resident set of the main process and of any worker process, sampled
+every 50 ms with psutil. Prints one table and writes it as JSON with ``--json``.
+
+    python benchmarks/bench_radiomics.py --n 200 --n-timed 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from ovfdlr.cohort import load_manifest
+from ovfdlr.radiomics import _extractor, extract_radiomics, load_params
+from ovfdlr.synthetic import generate_cohort
+
+
+class PeakMemory:
+    """Largest RSS of this process and of any of its descendants while the block runs."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.main = 0
+        self.worker = 0
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                self.main = max(self.main, me.memory_info().rss)
+                for child in me.children(recursive=True):
+                    try:
+                        self.worker = max(self.worker, child.memory_info().rss)
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(fn):
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    return result, seconds, memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="cases for the cached rerun")
+    parser.add_argument("--n-timed", type=int, default=40, help="cases for the timed runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=None, help="folder (default: temporary)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="ovfdlr-bench-radiomics-"))
+    cohort_dir = work / "cohort"
+    if not (cohort_dir / "manifest.csv").is_file():
+        generate_cohort(cohort_dir, args.n, seed=args.seed, jobs=0, progress=False)
+    cohort = load_manifest(cohort_dir / "manifest.csv")
+    timed_cases = cohort.iloc[: args.n_timed]
+    params = load_params()
+    rows = {}
+
+    def plain_loop():
+        import json as _json
+
+        extractor = _extractor(_json.dumps(params, sort_keys=True, default=str))
+        for case in timed_cases.itertuples(index=False):
+            extractor.execute(case.image, case.mask, label=int(case.mask_label))
+
+    _, seconds, memory = timed(plain_loop)
+    rows["plain PyRadiomics loop"] = (seconds, len(timed_cases), memory)
+
+    for jobs in (1, 2):
+        cache = work / f"cache-jobs{jobs}"
+        shutil.rmtree(cache, ignore_errors=True)
+        result, seconds, memory = timed(
+            lambda jobs=jobs, cache=cache: extract_radiomics(
+                timed_cases, params, cache_dir=cache, jobs=jobs, progress=False
+            )
+        )
+        assert result.failed == 0, result.errors
+        rows[f"ovfdlr --jobs {jobs}"] = (seconds, len(timed_cases), memory)
+
+    cache = work / "cache-jobs2"
+    extract_radiomics(cohort, params, cache_dir=cache, jobs=2, progress=False)  # fill the rest
+    result, seconds, memory = timed(
+        lambda: extract_radiomics(cohort, params, cache_dir=cache, jobs=2, progress=False)
+    )
+    assert result.cached == len(cohort) and result.computed == 0
+    rows[f"cached rerun, {len(cohort)} cases (in process)"] = (seconds, len(cohort), memory)
+
+    command = [
+        sys.executable, "-m", "ovfdlr", "extract", "radiomics", str(cohort_dir / "manifest.csv"),
+        "--out", str(work / "radiomics.parquet"), "--cache", str(cache), "--jobs", "2",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    rows[f"cached rerun, {len(cohort)} cases (whole process)"] = (
+        time.perf_counter() - start,
+        len(cohort),
+        None,
+    )
+
+    plain = rows["plain PyRadiomics loop"][0] / len(timed_cases)
+    one = rows["ovfdlr --jobs 1"][0] / len(timed_cases)
+    two = rows["ovfdlr --jobs 2"][0] / len(timed_cases)
+    print(f"cores: {os.cpu_count()}, cases timed: {len(timed_cases)}, cohort: {len(cohort)}")
+    print(f"{'run':48s} {'seconds':>9s} {'s/case':>8s} {'main MB':>8s} {'worker MB':>9s}")
+    report = {}
+    for name, (seconds, n, memory) in rows.items():
+        main_mb = memory.main / 2**20 if memory else float("nan")
+        worker_mb = memory.worker / 2**20 if memory and memory.worker else float("nan")
+        print(f"{name:48s} {seconds:9.2f} {seconds / n:8.3f} {main_mb:8.0f} {worker_mb:9.0f}")
+        report[name] = {"seconds": seconds, "cases": n, "main_mb": main_mb, "worker_mb": worker_mb}
+    print(f"ovfdlr --jobs 1 / plain loop: {one / plain:.3f} (target <= 1.05)")
+    print(f"speed-up --jobs 2 over --jobs 1: {one / two:.2f}x (target >= 1.8)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
