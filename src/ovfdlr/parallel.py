@@ -4,13 +4,16 @@ Every stage that loops over cases calls :func:`run_tasks`. It runs a picklable f
 list of task arguments either
 
 - serially in this process (``jobs=1``),
-- in joblib worker processes on this machine (``jobs=N``; ``None`` or ``-1`` means all cores), or
+- in worker processes on this machine (``jobs=N``; ``None`` or ``0`` means all cores), through
+  joblib's loky executor, or
 - on a ``dask.distributed`` cluster (``scheduler="tcp://HOST:PORT"``, or a ``Client``).
 
 Results arrive as they finish, so callers can cache each one at once (a run killed half-way
 loses nothing it finished) and the progress bar shows cases done, failures and the ETA. A task
 that raises does not stop the batch: its exception becomes a :class:`TaskFailure` carrying the
-reason, and the caller decides what to record.
+reason, and the caller decides what to record. A task that kills its worker process (out of
+memory, a crash in native code) is retried in a fresh pool and, if it kills that one too,
+recorded as a failure; the other tasks complete.
 """
 
 from __future__ import annotations
@@ -67,10 +70,18 @@ def _call(fn: Callable[[T], R], index: int, arg: T) -> tuple[int, R | TaskFailur
     try:
         return index, fn(arg)
     except Exception as exc:  # a batch goes on past one bad case
-        # ovfdlr's own errors are written for the user; others keep their type for context
-        own = type(exc).__module__.startswith("ovfdlr")
-        reason = str(exc).strip() if own else f"{type(exc).__name__}: {exc}".strip()
-        return index, TaskFailure(index, reason.splitlines()[0], traceback.format_exc())
+        return index, TaskFailure(index, _reason(exc), traceback.format_exc())
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the user: ovfdlr's own errors are written for them, others keep their type."""
+    text = str(exc).strip()
+    lines = text.splitlines()
+    own = type(exc).__module__.startswith("ovfdlr")
+    first = lines[0] if lines else ""
+    if own and first:
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _iter_serial(fn, tasks) -> Iterator[tuple[int, Any]]:
@@ -78,24 +89,73 @@ def _iter_serial(fn, tasks) -> Iterator[tuple[int, Any]]:
         yield _call(fn, i, arg)
 
 
-def _iter_joblib(fn, tasks, jobs: int) -> Iterator[tuple[int, Any]]:
-    from joblib import Parallel, delayed
+# A case that kills its worker process (out of memory, a crash in native code) must not end the
+# batch. At most `jobs` tasks are in flight, so when a worker dies the suspects are known; each
+# suspect is then run alone in a fresh pool, and one that kills that pool too is recorded as a
+# failure. The other cases complete.
+WORKER_DIED = (
+    "the worker process died while computing this case (out of memory, or a crash in native code)"
+)
 
-    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", backend="loky")
-    yield from parallel(delayed(_call)(fn, i, arg) for i, arg in enumerate(tasks))
+
+def _iter_processes(fn, tasks, jobs: int) -> Iterator[tuple[int, Any]]:
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from joblib.externals import loky
+
+    queue = list(range(len(tasks)))[::-1]  # pop() from the end keeps the task order
+    suspects: list[int] = []
+    crashed: set[int] = set()
+    executor = loky.get_reusable_executor(max_workers=jobs)
+    running: dict[Any, int] = {}
+    while queue or suspects or running:
+        if suspects:
+            if not running:  # a suspect runs alone, so its crash convicts it
+                index = suspects.pop()
+                running[executor.submit(_call, fn, index, tasks[index])] = index
+        else:
+            while queue and len(running) < jobs:
+                index = queue.pop()
+                running[executor.submit(_call, fn, index, tasks[index])] = index
+        done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        in_flight = []
+        for future in done:
+            index = running.pop(future)
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                in_flight.append(index)
+        if in_flight:
+            in_flight += list(running.values())
+            running.clear()
+            for index in in_flight:
+                if index in crashed:
+                    yield index, TaskFailure(index, WORKER_DIED)
+                else:
+                    crashed.add(index)
+                    suspects.append(index)
+            executor = loky.get_reusable_executor(max_workers=jobs, kill_workers=True)
 
 
 def _iter_dask(fn, tasks, scheduler) -> Iterator[tuple[int, Any]]:
+    import uuid
+
     from dask.distributed import Client, as_completed
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    batch = uuid.uuid4().hex  # keys unique per batch: a reused client never returns old results
     try:
-        futures = [
-            client.submit(_call, fn, i, arg, pure=False, key=f"ovfdlr-task-{os.getpid()}-{i}")
+        futures = {
+            client.submit(_call, fn, i, arg, pure=False, key=f"ovfdlr-{batch}-{i}"): i
             for i, arg in enumerate(tasks)
-        ]
+        }
         for future in as_completed(futures):
-            yield future.result()
+            index = futures[future]
+            try:
+                yield future.result()
+            except Exception as exc:  # KilledWorker and friends: this case, not the batch
+                yield index, TaskFailure(index, _reason(exc))
             future.release()
     finally:
         if client is not scheduler:
@@ -117,7 +177,7 @@ def iter_results(
     n = min(resolve_jobs(jobs), len(tasks))
     if n <= 1:
         return _iter_serial(fn, tasks)
-    return _iter_joblib(fn, tasks, n)
+    return _iter_processes(fn, tasks, n)
 
 
 @contextmanager
