@@ -29,18 +29,87 @@ def default_cache_dir() -> Path:
     return Path(base) / "ovfdlr"
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes; for a folder (a DICOM series), of every file name and content
-    below it, in sorted order."""
+_MEMO: dict[tuple, str] = {}
+
+
+def _stat_key(path: Path) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+class DigestIndex:
+    """File digests remembered on disk by (path, size, modification time, inode).
+
+    A rerun over an unchanged cohort then reads no image bytes to find its cache entries (the
+    same trust in file metadata that make and git place). Kept as SQLite beside the cache so
+    parallel runs can share it.
+    """
+
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / "digests.sqlite"
+        self._connection = None
+
+    def _connect(self):
+        if self._connection is None:
+            import sqlite3
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(self.path, timeout=60)
+            self._connection.execute(
+                "CREATE TABLE IF NOT EXISTS digests (path TEXT, size INTEGER, mtime INTEGER, "
+                "inode INTEGER, digest TEXT, PRIMARY KEY (path, size, mtime, inode))"
+            )
+        return self._connection
+
+    def get(self, key: tuple) -> str | None:
+        row = (
+            self._connect()
+            .execute(
+                "SELECT digest FROM digests WHERE path=? AND size=? AND mtime=? AND inode=?", key
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def put(self, key: tuple, digest: str) -> None:
+        connection = self._connect()
+        with connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (*key, digest)
+            )
+
+    def __getstate__(self):  # the open connection stays in this process
+        return {"path": self.path, "_connection": None}
+
+
+def file_digest(path: str | Path, index: DigestIndex | None = None) -> str:
+    """SHA-256 of a file's bytes; for a DICOM series folder, of the series' files (names and
+    contents, in slice order) that the reader actually reads.
+
+    Remembered in this process, and in ``index`` when given, by path, size, modification time
+    and inode.
+    """
     path = Path(path)
     if path.is_dir():
+        from ovfdlr.imaging import dicom_series_files
+
         digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(child.relative_to(path).as_posix().encode())
-            digest.update(bytes.fromhex(file_digest(child)))
+        for name in dicom_series_files(path):
+            child = Path(name)
+            digest.update(os.fsencode(child.name))
+            digest.update(bytes.fromhex(file_digest(child, index)))
         return digest.hexdigest()
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    key = _stat_key(path)
+    found = _MEMO.get(key)
+    known = index.get(key) if index is not None else None
+    found = found or known
+    if found is None:
+        with path.open("rb") as handle:
+            found = hashlib.file_digest(handle, "sha256").hexdigest()
+    if index is not None and known is None:
+        index.put(key, found)
+    _MEMO[key] = found
+    return found
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,7 +144,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 class CaseCache:
-    """JSON entries under ``root/<namespace>/<key[:2]>/<key>.json``.
+    """JSON entries under ``root/<namespace>/<key[:2]>/<key>.json`` (and the file digest index).
 
     Floats survive exactly: Python's JSON writes the shortest repr that reads back to the same
     double, and NaN / infinity are kept.
@@ -83,6 +152,7 @@ class CaseCache:
 
     def __init__(self, root: str | Path, namespace: str):
         self.root = Path(root) / namespace
+        self.digests = DigestIndex(root)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -98,6 +168,3 @@ class CaseCache:
 
     def put(self, key: str, value: dict) -> None:
         atomic_write_bytes(self.path(key), json.dumps(value, allow_nan=True).encode())
-
-    def __contains__(self, key: str) -> bool:
-        return self.path(key).is_file()

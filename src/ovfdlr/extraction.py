@@ -9,7 +9,6 @@ indexed by case_id (in manifest order) and a separate diagnostics table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,10 +16,22 @@ from typing import Any, Protocol
 import pandas as pd
 
 from ovfdlr import imaging
-from ovfdlr.cache import CaseCache, file_digest, stable_hash
+from ovfdlr.cache import CaseCache, DigestIndex, default_cache_dir, file_digest, stable_hash
 from ovfdlr.parallel import TaskFailure, run_tasks
 
-ERROR_COLUMNS = ["case_id", "stage", "reason"]
+ERROR_COLUMNS = ["case_id", "stage", "table", "reason"]
+
+CacheDir = str | Path | bool | None
+"""``True``: the user cache (:func:`ovfdlr.cache.default_cache_dir`); a path: that folder;
+``False`` or ``None``: no cache."""
+
+
+def resolve_cache_dir(cache_dir: CacheDir) -> Path | None:
+    if cache_dir is True:
+        return default_cache_dir()
+    if cache_dir is None or cache_dir is False:
+        return None
+    return Path(cache_dir)
 
 
 @dataclass(frozen=True)
@@ -62,91 +73,70 @@ class ExtractionResult:
 
 
 def tasks_from_cohort(cohort: pd.DataFrame) -> list[CaseTask]:
-    """One task per row of a cohort frame (see :func:`ovfdlr.cohort.load_manifest`)."""
+    """One task per row of a cohort frame (see :func:`ovfdlr.cohort.load_manifest`).
+
+    Raises ``ValueError`` naming the case_ids that occur more than once: each case's result is
+    stored and reported under its case_id.
+    """
+    duplicated = cohort["case_id"][cohort["case_id"].duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(f"case_id used more than once: {', '.join(map(str, duplicated[:10]))}")
     return [
         CaseTask(str(r.case_id), str(r.image), str(r.mask), int(r.mask_label))
         for r in cohort.itertuples(index=False)
     ]
 
 
-def case_key(stage: Stage, settings_hash: str, task: CaseTask) -> str:
+def case_key(
+    stage_name: str, settings_hash: str, task: CaseTask, index: DigestIndex | None = None
+) -> str:
     """Cache key: stage, settings, image and mask content hashes, mask label."""
+    digests = []
     for kind, path in (("image", task.image), ("mask", task.mask)):
-        if not Path(path).exists():
-            raise imaging.ImageReadError(f"{kind} file not found: {path}")
-    return stable_hash(
-        stage.name, settings_hash, file_digest(task.image), file_digest(task.mask), task.mask_label
-    )
+        imaging.require_path(path, kind)
+        digests.append(file_digest(path, index))
+    return stable_hash(stage_name, settings_hash, *digests, task.mask_label)
 
 
-def extract_features(
-    stage: Stage,
-    tasks: list[CaseTask],
-    *,
-    cache_dir: str | Path | None,
-    jobs: int | None = 1,
-    scheduler: Any = None,
-    progress: bool = True,
-    on_case: Callable[[str, dict | TaskFailure], None] | None = None,
-) -> ExtractionResult:
-    """Run ``stage`` over ``tasks`` with caching, parallelism and failure records.
-
-    ``cache_dir=None`` disables the cache. Results (cached or new) are assembled in task order;
-    a failed case is absent from the tables and listed in ``errors`` with its reason.
-    """
-    cache = CaseCache(cache_dir, stage.name) if cache_dir is not None else None
-    settings_hash = stable_hash(stage.cache_settings())
-    results: dict[str, dict] = {}
+def lookup(
+    stage_name: str, settings_hash: str, tasks: list[CaseTask], cache: CaseCache | None
+) -> tuple[dict[int, dict], dict[int, str], list[int], list[dict]]:
+    """Split tasks into cached results, keys of the rest, pending positions and failures."""
+    hits: dict[int, dict] = {}
+    keys: dict[int, str] = {}
+    pending: list[int] = []
     errors: list[dict] = []
-    keys: dict[str, str] = {}
-    pending: list[CaseTask] = []
-    for task in tasks:
+    for position, task in enumerate(tasks):
         if cache is None:
-            pending.append(task)
+            pending.append(position)
             continue
         try:
-            keys[task.case_id] = case_key(stage, settings_hash, task)
-        except (OSError, imaging.ImageReadError) as exc:
-            errors.append({"case_id": task.case_id, "stage": stage.name, "reason": str(exc)})
+            keys[position] = case_key(stage_name, settings_hash, task, cache.digests)
+        except (OSError, ValueError) as exc:
+            errors.append({"case_id": task.case_id, "stage": stage_name, "reason": str(exc)})
             continue
-        hit = cache.get(keys[task.case_id])
+        hit = cache.get(keys[position])
         if hit is not None:
-            results[task.case_id] = hit
+            hits[position] = hit
         else:
-            pending.append(task)
-    n_cached = len(results)
+            pending.append(position)
+    return hits, keys, pending, errors
 
-    def record(index: int, result: dict | TaskFailure) -> None:
-        task = pending[index]
-        if isinstance(result, TaskFailure):
-            errors.append({"case_id": task.case_id, "stage": stage.name, "reason": result.reason})
-        else:
-            results[task.case_id] = result
-            if cache is not None:
-                cache.put(keys[task.case_id], result)
-        if on_case is not None:
-            on_case(task.case_id, result)
 
-    run_tasks(
-        stage,
-        pending,
-        jobs=jobs,
-        scheduler=scheduler,
-        description=stage.name,
-        progress=progress,
-        on_result=record,
+def assemble(
+    tasks: list[CaseTask], results: dict[int, dict], errors: list[dict], n_cached: int
+) -> ExtractionResult:
+    """Tables in task order from per-position results and failure records."""
+    order = sorted(results)
+    index = pd.Index([tasks[i].case_id for i in order], name="case_id", dtype="object")
+    features = pd.DataFrame.from_records(
+        [results[i]["features"] for i in order], index=index
+    ).astype("float64")
+    diagnostics = pd.DataFrame.from_records(
+        [results[i].get("diagnostics", {}) for i in order], index=index
     )
-    order = [t.case_id for t in tasks if t.case_id in results]
-    features = pd.DataFrame.from_dict(
-        {cid: results[cid]["features"] for cid in order}, orient="index", dtype="float64"
-    )
-    diagnostics = pd.DataFrame.from_dict(
-        {cid: results[cid].get("diagnostics", {}) for cid in order}, orient="index"
-    )
-    for frame in (features, diagnostics):
-        frame.index = pd.Index(order, name="case_id", dtype="object")
-    error_frame = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     position = {t.case_id: i for i, t in enumerate(tasks)}
+    error_frame = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     error_frame = error_frame.sort_values("case_id", key=lambda s: s.map(position))
     return ExtractionResult(
         features,
@@ -157,29 +147,82 @@ def extract_features(
     )
 
 
-def write_errors(path: str | Path, stage: str, errors: pd.DataFrame) -> None:
-    """Replace ``stage``'s rows of an ``errors.csv`` (other stages' rows are kept)."""
+def extract_features(
+    stage: Stage,
+    tasks: list[CaseTask],
+    *,
+    cache_dir: CacheDir = True,
+    jobs: int | None = 1,
+    scheduler: Any = None,
+    progress: bool = True,
+) -> ExtractionResult:
+    """Run ``stage`` over ``tasks`` with caching, parallelism and failure records.
+
+    Results (cached or new) are assembled in task order; a failed case is absent from the
+    tables and listed in ``errors`` with its reason.
+    """
+    root = resolve_cache_dir(cache_dir)
+    cache = CaseCache(root, stage.name) if root is not None else None
+    settings_hash = stable_hash(stage.cache_settings())
+    results, keys, pending, errors = lookup(stage.name, settings_hash, tasks, cache)
+    n_cached = len(results)
+
+    def record(index: int, result: dict | TaskFailure) -> None:
+        position = pending[index]
+        if isinstance(result, TaskFailure):
+            errors.append(
+                {"case_id": tasks[position].case_id, "stage": stage.name, "reason": result.reason}
+            )
+            return
+        results[position] = result
+        if cache is not None:
+            cache.put(keys[position], result)
+
+    run_tasks(
+        stage,
+        [tasks[i] for i in pending],
+        jobs=jobs,
+        scheduler=scheduler,
+        description=stage.name,
+        progress=progress,
+        on_result=record,
+    )
+    return assemble(tasks, results, errors, n_cached)
+
+
+def write_errors(path: str | Path, table: str, errors: pd.DataFrame) -> None:
+    """Replace the rows of ``table`` (an output's file name) in an ``errors.csv``; rows of other
+    tables are kept. Writes nothing when there is nothing to say and no file yet."""
     path = Path(path)
     if path.is_file():
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        old = old[old["stage"] != stage]
+        old = old[old.get("table", pd.Series("", index=old.index)) != table]
     else:
         old = pd.DataFrame(columns=ERROR_COLUMNS)
-    merged = pd.concat([old, errors[ERROR_COLUMNS]], ignore_index=True)
+    new = errors.assign(table=table)[ERROR_COLUMNS]
+    merged = pd.concat([old.reindex(columns=ERROR_COLUMNS), new], ignore_index=True)
     if merged.empty and not path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     merged.to_csv(path, index=False)
 
 
+def diagnostics_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".parquet") + ".diagnostics.parquet")
+
+
 def write_tables(result: ExtractionResult, out: str | Path) -> dict[str, Path]:
-    """Write features to ``out`` (Parquet), diagnostics beside it, failures to ``errors.csv``."""
+    """Write features to ``out`` (Parquet) and the diagnostics beside it (when there are any;
+    a stale diagnostics file from an earlier run is removed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = {"features": out}
     result.features.to_parquet(out)
-    if not result.diagnostics.empty:
-        diagnostics = out.with_name(out.name.removesuffix(".parquet") + ".diagnostics.parquet")
+    diagnostics = diagnostics_path(out)
+    if result.diagnostics.shape[1]:
         result.diagnostics.astype("string").to_parquet(diagnostics)
         written["diagnostics"] = diagnostics
+    else:
+        diagnostics.unlink(missing_ok=True)
     return written

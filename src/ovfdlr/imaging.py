@@ -52,15 +52,21 @@ def dicom_series_files(folder: Path) -> list[str]:
     return list(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
 
 
+def require_path(path: str | Path, kind: str = "image") -> Path:
+    """``path`` as a Path; raises :class:`ImageReadError` ("<kind> file not found: ...")."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{kind} file not found: {path}")
+    return path
+
+
 def read_image(path: str | Path) -> sitk.Image:
     """Read a volume from a file or a DICOM series folder.
 
     Raises :class:`ImageReadError` (naming the path) when the path is missing, the format is not
     supported or the reader fails.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found")
+    path = require_path(path, "image")
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
