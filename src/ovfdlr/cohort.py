@@ -38,8 +38,8 @@ from ovfdlr import imaging
 from ovfdlr.parallel import TaskFailure, run_tasks
 
 REQUIRED_COLUMNS = ("case_id", "patient_id", "image", "mask", "label", "cohort", "centre")
-OPTIONAL_COLUMNS = ("mask_label", "level", "age", "sex", "scan_date")
-DEFAULT_COHORTS = ("train", "internal", "external", "prospective")
+ROW = "manifest_row"  # the sheet row of each case, added on reading (a reserved column name)
+TOTAL = "(all)"  # the margins of the summary tables
 CLASSES = (0, 1, 2)
 DEFAULT_MIN_ROI_VOXELS = 64
 DEFAULT_TOLERANCE = 1e-3
@@ -85,18 +85,27 @@ class ManifestError(ValueError):
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read the manifest CSV as text (nothing coerced), with a ``row`` column of sheet rows."""
+    """Read the manifest CSV as text (nothing coerced), with a ``manifest_row`` column of sheet
+    rows (blank lines are skipped but counted)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(path, [Problem("manifest", f"manifest not found: {path}")])
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(
+            path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ManifestError(path, [Problem("manifest", f"not a readable CSV: {first}")]) from exc
     table.columns = [str(c).strip() for c in table.columns]
+    if ROW in table.columns:
+        raise ManifestError(path, [Problem("reserved-column", f"column '{ROW}' is reserved")])
     table = table.apply(lambda col: col.str.strip())
-    table.insert(0, "row", np.arange(FIRST_DATA_ROW, FIRST_DATA_ROW + len(table)))
+    table.insert(0, ROW, np.arange(FIRST_DATA_ROW, FIRST_DATA_ROW + len(table)))
+    # blank lines keep their sheet row number but are not cases
+    table = table[(table.drop(columns=ROW) != "").any(axis=1)].reset_index(drop=True)
+    if table.empty:
+        raise ManifestError(path, [Problem("empty-manifest", "the manifest has no case rows")])
     return table
 
 
@@ -134,6 +143,7 @@ def check_table(table: pd.DataFrame, cohorts: Iterable[str] | None = None) -> li
     training cases (warning).
     """
     problems: list[Problem] = []
+    allowed = list(cohorts) if cohorts is not None else None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     for column in missing:
         problems.append(Problem("missing-column", f"required column '{column}' is missing"))
@@ -141,7 +151,9 @@ def check_table(table: pd.DataFrame, cohorts: Iterable[str] | None = None) -> li
         return problems
 
     def add(row, check, message, severity: Severity = "error"):
-        problems.append(Problem(check, message, int(row.row), row.case_id or None, severity))
+        problems.append(
+            Problem(check, message, int(getattr(row, ROW)), row.case_id or None, severity)
+        )
 
     present = [c for c in REQUIRED_COLUMNS if c in table.columns and c != "label"]
     seen: dict[str, int] = {}
@@ -153,15 +165,14 @@ def check_table(table: pd.DataFrame, cohorts: Iterable[str] | None = None) -> li
             if row.case_id in seen:
                 add(row, "duplicate-case-id", f"case_id duplicates row {seen[row.case_id]}")
             else:
-                seen[row.case_id] = int(row.row)
+                seen[row.case_id] = int(getattr(row, ROW))
         if "label" in table.columns and isinstance(_parse_label(row.label), str):
             add(row, "label", f"label '{row.label}' is not one of 0, 1, 2 (or empty to predict)")
         if "mask_label" in table.columns and isinstance(_parse_mask_label(row.mask_label), str):
             add(row, "mask-label", f"mask_label '{row.mask_label}' is not a positive integer")
-        if cohorts is not None and "cohort" in table.columns and row.cohort:
-            allowed = list(cohorts)
-            if row.cohort not in allowed:
-                add(row, "cohort", f"cohort '{row.cohort}' is not one of {', '.join(allowed)}")
+        known = allowed is None or "cohort" not in table.columns or not row.cohort
+        if not known and row.cohort not in allowed:
+            add(row, "cohort", f"cohort '{row.cohort}' is not one of {', '.join(allowed)}")
         if "age" in table.columns and row.age != "":
             try:
                 age = float(row.age)
@@ -194,7 +205,7 @@ def _straddling(table: pd.DataFrame, column: str, severity: Severity) -> list[Pr
             continue
         where = "; ".join(
             f"{v}: row{'s' if (group[column] == v).sum() > 1 else ''} "
-            + ", ".join(str(r) for r in group.loc[group[column] == v, "row"])
+            + ", ".join(str(r) for r in group.loc[group[column] == v, ROW])
             for v in values
         )
         rule = (
@@ -207,7 +218,7 @@ def _straddling(table: pd.DataFrame, column: str, severity: Severity) -> list[Pr
                 Problem(
                     f"patient-in-two-{column}s",
                     f"patient {patient} is in {len(values)} {column}s ({where}); {rule}",
-                    int(row.row),
+                    int(getattr(row, ROW)),
                     row.case_id or None,
                     severity,
                 )
@@ -345,7 +356,7 @@ def check_case(case: CaseCheck) -> list[Problem]:
 
 @dataclass
 class ValidationReport:
-    """Every problem of a manifest and, when the table could be read, its cohort."""
+    """Every problem of a manifest and, when it has no errors, its cohort."""
 
     path: Path
     problems: list[Problem] = field(default_factory=list)
@@ -398,7 +409,13 @@ def validate_manifest(
     if check_images:
         cases = [
             CaseCheck(
-                int(r.row), r.case_id, r.image, r.mask, int(r.mask_label), min_roi_voxels, tolerance
+                int(getattr(r, ROW)),
+                r.case_id,
+                r.image,
+                r.mask,
+                int(r.mask_label),
+                min_roi_voxels,
+                tolerance,
             )
             for r in cohort.itertuples(index=False)
             if r.image and r.mask
@@ -411,7 +428,7 @@ def validate_manifest(
                 result = [Problem("check-failed", result.reason, case.row, case.case_id)]
             report.problems += result
     report.problems.sort(key=lambda p: (p.row or 0, p.severity != "error", p.check))
-    report.cohort = cohort
+    report.cohort = cohort if report.ok else None
     return report
 
 
@@ -423,14 +440,14 @@ def class_table(cohort: pd.DataFrame) -> pd.DataFrame:
     """Cases per cohort x ASTLOF class (unlabelled cases in their own column), with totals."""
     labels = cohort["label"].astype("object").where(cohort["label"].notna(), "unlabelled")
     labels = labels.map(lambda v: v if v == "unlabelled" else f"class {int(v)}")
-    table = pd.crosstab(cohort["cohort"], labels, margins=True, margins_name="total")
+    table = pd.crosstab(cohort["cohort"], labels, margins=True, margins_name=TOTAL)
     table.insert(len(table.columns) - 1, "patients", _patients_per(cohort, "cohort", table.index))
     return table.rename_axis(index="cohort", columns=None)
 
 
 def centre_table(cohort: pd.DataFrame) -> pd.DataFrame:
     """Cases per centre x cohort, with totals and the number of patients per centre."""
-    table = pd.crosstab(cohort["centre"], cohort["cohort"], margins=True, margins_name="total")
+    table = pd.crosstab(cohort["centre"], cohort["cohort"], margins=True, margins_name=TOTAL)
     table["patients"] = _patients_per(cohort, "centre", table.index)
     return table.rename_axis(index="centre", columns=None)
 
