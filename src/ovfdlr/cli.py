@@ -132,6 +132,7 @@ def validate(
     )
     _print_report(report)
     if problems_csv is not None:
+        problems_csv.parent.mkdir(parents=True, exist_ok=True)
         report.problems_frame().to_csv(problems_csv, index=False)
     if not report.ok or (strict and report.warnings):
         raise fail(f"{manifest}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
@@ -202,7 +203,10 @@ SchedulerOption = Annotated[
 ]
 CacheOption = Annotated[
     Path | None,
-    typer.Option(help="Per-case cache folder (default $OVFDLR_CACHE or ~/.cache/ovfdlr)."),
+    typer.Option(
+        help="Per-case cache folder (default $OVFDLR_CACHE, else $XDG_CACHE_HOME/ovfdlr, else "
+        "~/.cache/ovfdlr)."
+    ),
 ]
 AllowFailuresOption = Annotated[
     bool, typer.Option(help="Exit 0 even when some cases failed (they are in errors.csv).")
@@ -219,12 +223,42 @@ def _load_cohort(manifest: Path):
         raise fail(f"{manifest}: fix the manifest first (ovfdlr validate {manifest})") from None
 
 
+def _check_outputs(out: Path, cache: Path | None) -> Path:
+    """Fail before any work when the output or the cache cannot be written; return the cache."""
+    import tempfile
+
+    from ovfdlr.cache import default_cache_dir
+
+    if out.is_dir():
+        raise fail(f"--out {out} is a folder; give the Parquet file to write")
+    folder = cache if cache is not None else default_cache_dir()
+    for target in (out.parent, folder):
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=target).close()
+        except OSError as exc:
+            raise fail(f"cannot write to {target}: {exc.strerror or exc}") from None
+    return folder
+
+
+def _run_stage(function, *args, **kwargs):
+    """Call an extraction; a scheduler that cannot be reached is a one-line error."""
+    try:
+        return function(*args, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        if kwargs.get("scheduler"):
+            raise fail(f"cannot reach the Dask scheduler at {kwargs['scheduler']}: {exc}") from None
+        raise
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
 def _finish_extraction(result, out: Path, stage: str, allow_failures: bool) -> None:
     from ovfdlr.extraction import write_errors, write_tables
 
     written = write_tables(result, out)
     errors_csv = out.parent / "errors.csv"
-    write_errors(errors_csv, stage, result.errors)
+    write_errors(errors_csv, out.name, result.errors)
     console.print(
         f"{stage}: {len(result.features)} cases x {result.features.shape[1]} features -> "
         f"{written['features']} (computed {result.computed}, cached "
@@ -237,12 +271,6 @@ def _finish_extraction(result, out: Path, stage: str, allow_failures: bool) -> N
         if not allow_failures:
             raise fail(message)
         err.print(f"[yellow]warning:[/] {message}")
-
-
-def _cache_dir(cache: Path | None) -> Path:
-    from ovfdlr.cache import default_cache_dir
-
-    return cache if cache is not None else default_cache_dir()
 
 
 @extract_app.command("radiomics")
@@ -268,9 +296,10 @@ def extract_radiomics_command(
         parameters = load_params(params)
     except RadiomicsParamsError as exc:
         raise fail(str(exc)) from None
+    cache_dir = _check_outputs(out, cache)
     cohort = _load_cohort(manifest)
-    result = extract_radiomics(
-        cohort, parameters, cache_dir=_cache_dir(cache), jobs=jobs, scheduler=scheduler
+    result = _run_stage(
+        extract_radiomics, cohort, parameters, cache_dir=cache_dir, jobs=jobs, scheduler=scheduler
     )
     _finish_extraction(result, out, "radiomics", allow_failures)
 
@@ -287,8 +316,134 @@ def extract_morphometry_command(
     """Vertebral heights, Genant ratios and grade, volume and HU of every vertebral body."""
     from ovfdlr.morphometry import extract_morphometry
 
+    cache_dir = _check_outputs(out, cache)
     cohort = _load_cohort(manifest)
-    result = extract_morphometry(
-        cohort, cache_dir=_cache_dir(cache), jobs=jobs, scheduler=scheduler
+    result = _run_stage(
+        extract_morphometry, cohort, cache_dir=cache_dir, jobs=jobs, scheduler=scheduler
     )
     _finish_extraction(result, out, "morphometry", allow_failures)
+
+
+@extract_app.command("deep")
+def extract_deep_command(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")],
+    out: Annotated[Path, typer.Option(help="Feature table to write (Parquet).")],
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="imagenet, imagenet:PATH, radimagenet:PATH (Keras .h5 or PyTorch), "
+            "file:PATH or random:SEED."
+        ),
+    ],
+    arm: Annotated[str, typer.Option(help="Arm name: columns are dtl-<arm>_0000 ...")],
+    plane: Annotated[
+        str, typer.Option(help="sagittal, axial, coronal, max-area or 2.5d.")
+    ] = "sagittal",
+    margin: Annotated[float, typer.Option(help="Crop margin around the ROI (fraction).")] = 0.2,
+    window_level: Annotated[float, typer.Option(help="Window level (HU).")] = 400.0,
+    window_width: Annotated[float, typer.Option(help="Window width (HU).")] = 1800.0,
+    normalization: Annotated[
+        str | None,
+        typer.Option(
+            help="Override the weights' preprocessing: imagenet, radimagenet-keras, "
+            "radimagenet-torch."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: torch's).")] = None,
+    pca: Annotated[
+        int | None, typer.Option(help="Reduce to K principal components fitted on training.")
+    ] = None,
+    training_cohort: Annotated[str, typer.Option(help="The training cohort's name.")] = "train",
+    finetune_epochs: Annotated[
+        int, typer.Option(help="Fine-tune on the training cohort first (0 = no).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
+    gradcam: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gradcam", help="Case id for a Grad-CAM overlay (repeat; needs fine-tuning)."
+        ),
+    ] = None,
+    jobs: JobsOption = 0,
+    cache: CacheOption = None,
+    allow_failures: AllowFailuresOption = False,
+) -> None:
+    """ResNet-50 transfer-learning features (2048 per case) with ImageNet or RadImageNet weights.
+
+    Fine-tuned weights (safetensors, with their training curve), the PCA and Grad-CAM overlays
+    are written beside <out>.
+    """
+    from ovfdlr.deep.backbones import WeightsError
+    from ovfdlr.deep.finetune import FinetuneSettings
+    from ovfdlr.deep.inputs import InputError, InputSettings
+    from ovfdlr.deep.stage import run_deep_stage
+
+    try:
+        settings = InputSettings(
+            plane=plane, margin=margin, window_level=window_level, window_width=window_width
+        )
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    if gradcam and finetune_epochs < 1:
+        raise fail("--gradcam needs a fine-tuned model: give --finetune-epochs N")
+    cache_dir = _check_outputs(out, cache)
+    cohort = _load_cohort(manifest)
+    try:
+        result = run_deep_stage(
+            cohort,
+            weights,
+            arm,
+            out.parent,
+            settings=settings,
+            finetune=FinetuneSettings(epochs=finetune_epochs, seed=seed),
+            normalization=normalization,
+            pca_components=pca,
+            training=training_cohort,
+            gradcam_cases=gradcam,
+            batch_size=batch_size,
+            threads=threads,
+            jobs=jobs,
+            cache_dir=cache_dir,
+        )
+    except (WeightsError, InputError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    extraction = result.extraction
+    extraction.features = result.features
+    console.print(f"backbone: {result.backbone_label}")
+    if result.finetuned_path:
+        console.print(f"fine-tuned weights: {result.finetuned_path}")
+    for path in result.gradcam:
+        console.print(f"grad-cam: {path}")
+    _finish_extraction(extraction, out, "deep", allow_failures)
+
+
+@app.command()
+def preview(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV.")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG contact sheets.")],
+    plane: Annotated[str, typer.Option(help="sagittal, axial, coronal, max-area or 2.5d.")] = (
+        "sagittal"
+    ),
+    margin: Annotated[float, typer.Option(help="Crop margin around the ROI (fraction).")] = 0.2,
+    window_level: Annotated[float, typer.Option(help="Window level (HU).")] = 400.0,
+    window_width: Annotated[float, typer.Option(help="Window width (HU).")] = 1800.0,
+    jobs: JobsOption = 0,
+) -> None:
+    """Contact sheets of the 2-D network inputs with their ROI outline, to check by eye."""
+    from ovfdlr.deep.inputs import InputError, InputSettings
+    from ovfdlr.deep.preview import contact_sheets
+
+    try:
+        settings = InputSettings(
+            plane=plane, margin=margin, window_level=window_level, window_width=window_width
+        )
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    cohort = _load_cohort(manifest)
+    sheets, failed = contact_sheets(cohort, out, settings, jobs=jobs)
+    for case_id, reason in failed:
+        err.print(f"[red]failed[/] {case_id}: {reason}", highlight=False)
+    console.print(f"wrote {len(sheets)} sheet(s) to {out}")
+    if failed:
+        raise fail(f"{len(failed)} case(s) could not be prepared")

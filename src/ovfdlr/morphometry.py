@@ -183,6 +183,12 @@ def measure(
     :class:`MorphometryError` for an empty or too small mask.
     """
     settings = settings or MorphometrySettings()
+    if mask.GetDimension() != 3:
+        raise MorphometryError(f"mask is {mask.GetDimension()}-D; a 3-D volume is expected")
+    if image is not None:
+        mismatches = imaging.geometry_mismatches(image, mask)
+        if mismatches:
+            raise MorphometryError(f"image/mask geometry mismatch: {mismatches[0]}")
     array = sitk.GetArrayViewFromImage(mask) > 0
     if array.sum() < 20:
         raise MorphometryError(f"vertebral-body mask has {int(array.sum())} voxels; too few")
@@ -318,12 +324,15 @@ def extract_morphometry(
     cohort,
     settings: MorphometrySettings | None = None,
     *,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | bool | None = True,
     jobs: int | None = 1,
     scheduler: Any = None,
     progress: bool = True,
 ):
-    """Morphometry of every case of a cohort; an :class:`ovfdlr.extraction.ExtractionResult`."""
+    """Morphometry of every case of a cohort; an :class:`ovfdlr.extraction.ExtractionResult`.
+
+    ``cache_dir``: ``True`` (default) the user cache, a folder, or ``False`` for none.
+    """
     from ovfdlr.extraction import extract_features, tasks_from_cohort
 
     return extract_features(

@@ -19,6 +19,7 @@ import functools
 import importlib.resources
 import json
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +29,6 @@ import SimpleITK as sitk
 import yaml
 
 from ovfdlr import imaging
-from ovfdlr.cache import stable_hash
 
 DEFAULT_PARAMS_NAME = "ct-vertebra.yaml"
 PARAM_SECTIONS = ("setting", "imageType", "featureClass", "voxelSetting")
@@ -68,7 +68,9 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise RadiomicsParamsError(f"{path}: parameter file not found")
     try:
-        params = yaml.safe_load(path.read_text()) or {}
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise RadiomicsParamsError(f"{path}: not a text (UTF-8) parameter file") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -101,6 +103,10 @@ def validate_params(params: dict[str, Any], source: str = "parameters") -> dict[
                 f"(PyRadiomics knows {', '.join(sorted(classes))})"
             )
         known = classes[name].getFeatureNames()
+        if features is not None and not isinstance(features, list):
+            raise RadiomicsParamsError(
+                f"{source}: 'featureClass.{name}' must be a list of feature names or empty"
+            )
         for feature in features or []:
             if feature not in known:
                 raise RadiomicsParamsError(
@@ -144,10 +150,6 @@ def resolved_params(params: dict[str, Any]) -> dict[str, Any]:
         "featureClass": extractor.enabledFeatures,
         "engine": engine_version(),
     }
-
-
-def params_hash(params: dict[str, Any]) -> str:
-    return stable_hash(resolved_params(params))
 
 
 @functools.lru_cache(maxsize=8)
@@ -240,8 +242,9 @@ def extract(
 class RadiomicsStage:
     """The radiomics stage for :func:`ovfdlr.extraction.extract_features`.
 
-    ``threads`` caps SimpleITK's threads in each worker (resampling and filters are
-    multi-threaded): with several worker processes each gets its share of the cores.
+    ``threads`` caps SimpleITK's threads in each worker process (resampling and filters are
+    multi-threaded), so that several workers share the cores; a case computed in the calling
+    process leaves its setting alone.
     """
 
     params: dict[str, Any]
@@ -252,7 +255,7 @@ class RadiomicsStage:
         return resolved_params(self.params)
 
     def __call__(self, task) -> dict[str, Any]:
-        if self.threads:
+        if self.threads and multiprocessing.parent_process() is not None:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
         result = extract(task.image, task.mask, self.params, task.mask_label)
         return {"features": result.features, "diagnostics": result.diagnostics}
@@ -262,12 +265,14 @@ def extract_radiomics(
     cohort,
     params: dict[str, Any] | None = None,
     *,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | bool | None = True,
     jobs: int | None = 1,
     scheduler: Any = None,
     progress: bool = True,
 ):
     """Radiomics features of every case of a cohort (see :func:`ovfdlr.cohort.load_manifest`).
+
+    ``cache_dir``: ``True`` (default) the user cache, a folder, or ``False`` for none.
 
     Returns an :class:`ovfdlr.extraction.ExtractionResult`: the feature table (index case_id,
     float64, PyRadiomics names), the diagnostics table and the failed cases with their reasons.
