@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def write_volume(
 
 def cube_case(folder: Path, name: str, *, shape=(24, 24, 24), box=(6, 18), label=1, **geometry):
     """A CT-like volume and a mask with a cube of ``label``; returns (image, mask) paths."""
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
     ct = rng.normal(40, 10, shape).astype(np.int16)
     mask = np.zeros(shape, np.uint8)
     lo, hi = box

@@ -46,7 +46,7 @@ def test_valid_manifest_passes_and_summarises(tmp_path):
     assert classes.loc["train", "class 0"] == 1
     assert classes.loc["train", "class 1"] == 1
     assert classes.loc["train", "patients"] == 1
-    assert classes.loc["total", "total"] == 4
+    assert classes.loc["(all)", "(all)"] == 4
     centres = centre_table(report.cohort)
     assert centres.loc["B", "external"] == 1
     assert centres.loc["A", "patients"] == 2
@@ -67,7 +67,7 @@ def test_load_manifest_types_and_paths(tmp_path):
     assert cohort.loc["c1", "label"] == 0
     assert pd.isna(cohort.loc["c2", "label"])
     assert cohort["mask_label"].tolist() == [1, 1]
-    assert cohort["row"].tolist() == [2, 3]
+    assert cohort["manifest_row"].tolist() == [2, 3]
 
 
 def test_mask_label_defaults_to_one(tmp_path):
@@ -256,3 +256,51 @@ def test_manifest_file_missing_or_garbage(tmp_path):
     result = runner.invoke(app, ["validate", str(tmp_path / "nope.csv")])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"\xff\xfe\x00binary\x00\x01")
+    report = validate_manifest(garbage)
+    assert not report.ok
+    assert {p.check for p in report.errors} <= {"manifest", "missing-column"}
+    result = runner.invoke(app, ["validate", str(garbage)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_blank_lines_keep_sheet_row_numbers(tmp_path):
+    rows = [good_row(tmp_path, "c1", "p1"), good_row(tmp_path, "c2", "p2", label=7)]
+    path = write_manifest(tmp_path, rows)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1], "", ",,,,,,,", lines[2]]) + "\n")
+    problem = only_problem(validate_manifest(path), "label")
+    assert (problem.row, problem.case_id) == (5, "c2")  # header 1, c1 2, blank 3 and 4
+
+
+def test_empty_manifest_and_reserved_column(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_text("case_id,patient_id,image,mask,label,cohort,centre\n")
+    report = validate_manifest(path)
+    assert [p.check for p in report.errors] == ["empty-manifest"]
+    with pytest.raises(ManifestError, match="no case rows"):
+        load_manifest(path)
+    rows = [good_row(tmp_path, "c1", "p1") | {"manifest_row": 1}]
+    report = validate_manifest(write_manifest(tmp_path, rows))
+    assert [p.check for p in report.errors] == ["reserved-column"]
+
+
+def test_cohorts_may_be_any_iterable(tmp_path):
+    rows = [good_row(tmp_path, f"c{i}", f"p{i}", "train") for i in range(3)]
+    report = validate_manifest(write_manifest(tmp_path, rows), cohorts=(c for c in ["train"]))
+    assert report.ok, report.problems
+
+
+def test_summary_names_that_look_like_margins(tmp_path):
+    rows = [good_row(tmp_path, "c1", "p1", "total", centre="total")]
+    report = validate_manifest(write_manifest(tmp_path, rows))
+    assert report.ok
+    assert class_table(report.cohort).loc["total", "class 0"] == 1
+    assert centre_table(report.cohort).loc["total", "total"] == 1
+
+
+def test_cohort_is_withheld_when_there_are_errors(tmp_path):
+    rows = [good_row(tmp_path, "c1", "p1"), good_row(tmp_path, "c1", "p2")]
+    report = validate_manifest(write_manifest(tmp_path, rows))
+    assert not report.ok and report.cohort is None

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,16 +61,12 @@ def test_rerun_recomputes_nothing_and_changes_recompute(small_cohort, tmp_path):
     assert not other.features.equals(first.features)
 
     # new content in one image: only that case is recomputed (the key hashes content, not paths)
-    image = small_cohort.iloc[0]["image"]
     case = small_cohort.iloc[0]["case_id"]
     cube_case(tmp_path / "elsewhere", case, shape=(32, 32, 32), box=(6, 26))
     modified = small_cohort.copy()
     modified.loc[case, "image"] = str(tmp_path / "elsewhere" / f"{case}_ct.nii.gz")
     third = extract_radiomics(modified, FAST, cache_dir=tmp_path, progress=False)
     assert (third.computed, third.cached) == (0, 6)  # same bytes, new path: still cached
-    with open(image, "rb") as handle:
-        data = handle.read()
-    assert data  # the original file is untouched
     noisy = tmp_path / "noisy_ct.nii.gz"
     from .conftest import write_volume
 
@@ -81,6 +78,7 @@ def test_rerun_recomputes_nothing_and_changes_recompute(small_cohort, tmp_path):
 
 def test_joblib_and_dask_match_serial(small_cohort, tmp_path):
     from dask import distributed
+
 
     params = load_params()
     serial = extract_radiomics(small_cohort, params, cache_dir=None, jobs=1, progress=False)
@@ -169,3 +167,51 @@ def test_missing_file_is_recorded_not_raised(small_cohort, tmp_path):
     assert result.errors.iloc[0]["case_id"] == broken.index[2]
     assert "mask file not found" in result.errors.iloc[0]["reason"]
     assert len(result.features) == 5
+
+
+def _crash_on_c02(task):
+    """A stage function that kills its worker process on one case."""
+    if task.case_id == "c02":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"features": {"value": float(len(task.case_id))}}
+
+
+class CrashingStage:
+    name = "crashing"
+
+    def cache_settings(self):
+        return {"crash": "c02"}
+
+    def __call__(self, task):
+        return _crash_on_c02(task)
+
+
+def test_a_case_that_kills_its_worker_does_not_end_the_batch(small_cohort, tmp_path):
+    from ovfdlr.extraction import extract_features, tasks_from_cohort
+
+    result = extract_features(
+        CrashingStage(), tasks_from_cohort(small_cohort), cache_dir=tmp_path, jobs=2,
+        progress=False,
+    )  # fmt: skip
+    assert result.errors["case_id"].tolist() == ["c02"]
+    assert "worker process died" in result.errors.iloc[0]["reason"]
+    assert sorted(result.features.index) == ["c00", "c01", "c03", "c04", "c05"]
+
+
+def test_duplicate_case_ids_are_refused(small_cohort):
+    doubled = pd.concat([small_cohort, small_cohort.iloc[[1]]])
+    with pytest.raises(ValueError, match="case_id used more than once: c01"):
+        extract_radiomics(doubled, FAST, cache_dir=None, progress=False)
+
+
+def test_digests_are_remembered_across_processes(small_cohort, tmp_path):
+    from ovfdlr import cache
+
+    extract_radiomics(small_cohort, FAST, cache_dir=tmp_path, progress=False)
+    index = cache.DigestIndex(tmp_path)
+    image = small_cohort.iloc[0]["image"]
+    key = cache._stat_key(Path(image))
+    assert index.get(key) == cache.file_digest(image)
+    # a file rewritten with other bytes has another stat key, so it is hashed again
+    os.utime(image, ns=(1, 1))
+    assert index.get(cache._stat_key(Path(image))) is None

@@ -30,6 +30,35 @@ def measured(synthetic_cohort):
 def test_columns_and_types(measured):
     assert all(c in measured.columns for c in COLUMNS)
     assert all(c.startswith("morph_") for c in COLUMNS)
+    assert (measured[list(COLUMNS)].dtypes == "float64").all()
+    assert measured[list(COLUMNS)].notna().all().all()
+
+
+def test_extract_morphometry_command(synthetic_cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from ovfdlr.cli import app
+
+    out = tmp_path / "features" / "morphometry.parquet"
+    args = ["extract", "morphometry", str(synthetic_cohort / "manifest.csv"), "--out", str(out),
+            "--jobs", "2", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    assert len(table) == 48 and list(table.columns) == list(COLUMNS)
+    assert not (tmp_path / "features" / "morphometry.diagnostics.parquet").exists()
+
+
+def test_geometry_mismatch_is_a_clear_error(synthetic_cohort):
+    mask = imaging.read_mask(synthetic_cohort / "masks" / "ovf-0001.nii.gz")
+    image = imaging.read_image(synthetic_cohort / "images" / "ovf-0002.nii.gz")
+    if image.GetSize() == mask.GetSize():
+        image = image[:-1, :, :]
+    with pytest.raises(MorphometryError, match="geometry mismatch"):
+        measure(mask, image)
+    flat = sitk.Image([20, 20], sitk.sitkUInt8)
+    with pytest.raises(MorphometryError, match="2-D"):
+        measure(flat)
 
 
 def test_heights_match_truth(measured):

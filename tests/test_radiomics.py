@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ovfdlr import radiomics
+from ovfdlr.cache import stable_hash
 from ovfdlr.cli import app
 
 from .conftest import good_row, write_manifest, write_volume
@@ -179,16 +180,19 @@ def test_default_params_are_the_documented_vertebral_ct_settings():
     assert setting["preCrop"] is True
 
 
-def test_params_hash_tracks_resolved_settings():
+def test_cache_key_tracks_resolved_settings():
+    def key(params):
+        return stable_hash(radiomics.RadiomicsStage(params).cache_settings())
+
     params = radiomics.load_params()
     other = copy.deepcopy(params)
     other["setting"]["binWidth"] = 20
-    assert radiomics.params_hash(params) == radiomics.params_hash(copy.deepcopy(params))
-    assert radiomics.params_hash(params) != radiomics.params_hash(other)
+    assert key(params) == key(copy.deepcopy(params))
+    assert key(params) != key(other)
     # an explicit default changes nothing: the key hashes what PyRadiomics applies
     explicit = copy.deepcopy(params)
     explicit["setting"]["distances"] = [1]
-    assert radiomics.params_hash(explicit) == radiomics.params_hash(params)
+    assert key(explicit) == key(params)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +203,7 @@ def test_params_hash_tracks_resolved_settings():
         ({"featureClass": {"glcm": ["ClusterShadow"]}}, "featureClass.glcm.ClusterShadow"),
         ({"setting": {"binWidht": 25}}, "binWidht"),
         ({"settings": {"binWidth": 25}}, "section 'settings'"),
+        ({"featureClass": {"glcm": "ClusterShade"}}, "must be a list"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, content, needle):
