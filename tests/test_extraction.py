@@ -79,7 +79,6 @@ def test_rerun_recomputes_nothing_and_changes_recompute(small_cohort, tmp_path):
 def test_joblib_and_dask_match_serial(small_cohort, tmp_path):
     from dask import distributed
 
-
     params = load_params()
     serial = extract_radiomics(small_cohort, params, cache_dir=None, jobs=1, progress=False)
     parallel = extract_radiomics(small_cohort, params, cache_dir=None, jobs=2, progress=False)
