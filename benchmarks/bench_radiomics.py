@@ -17,6 +17,7 @@ every 50 ms with psutil. Prints one table and writes it as JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -45,15 +46,11 @@ class PeakMemory:
     def _poll(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(psutil.Error):
                 self.main = max(self.main, me.memory_info().rss)
                 for child in me.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):  # a worker that just ended
                         self.worker = max(self.worker, child.memory_info().rss)
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                pass
             time.sleep(self.interval)
 
     def __enter__(self):
