@@ -57,9 +57,21 @@ def test_demo_generates_and_validates(tmp_path):
 
 def test_cli_reference_is_current():
     generated = subprocess.run(
-        [sys.executable, "-m", "typer", "ovfdlr.cli", "utils", "docs", "--name", "ovfdlr",
-         "--title", "ovfdlr command line"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "typer",
+            "ovfdlr.cli",
+            "utils",
+            "docs",
+            "--name",
+            "ovfdlr",
+            "--title",
+            "ovfdlr command line",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     written = (REPO / "docs" / "cli.md").read_text()
     assert generated.strip() == written.strip(), "docs/cli.md is stale: run `make docs`"

@@ -220,8 +220,11 @@ def test_pytorch_files_with_missing_shape_and_layout_errors(tmp_path):
 
 
 def test_official_checkpoint_with_a_foreign_key(tmp_path):
-    state = {f"backbone.0.{k.removeprefix('conv1.')}": v for k, v in
-             torchvision_resnet50().state_dict().items() if k.startswith("conv1.")}  # fmt: skip
+    state = {
+        f"backbone.0.{k.removeprefix('conv1.')}": v
+        for k, v in torchvision_resnet50().state_dict().items()
+        if k.startswith("conv1.")
+    }
     state["backbone.9.weight"] = torch.zeros(3)
     torch.save(state, tmp_path / "ResNet50.pt")
     with pytest.raises(WeightsError, match=r"unexpected tensors: backbone\.9\.weight"):

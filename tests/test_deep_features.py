@@ -57,14 +57,22 @@ def test_cached_rerun_and_determinism(extracted, cohort):
     assert (again.computed, again.cached) == (0, 48)
     pd.testing.assert_frame_equal(again.features, first.features, check_exact=True)
     fresh = extract_deep(
-        cohort.iloc[:6], load_backbone("random:0"), "demo", cache_dir=False, batch_size=4,
+        cohort.iloc[:6],
+        load_backbone("random:0"),
+        "demo",
+        cache_dir=False,
+        batch_size=4,
         progress=False,
-    )  # fmt: skip
+    )
     pd.testing.assert_frame_equal(fresh.features, first.features.iloc[:6], check_exact=True)
     other = extract_deep(
-        cohort.iloc[:2], backbone, "demo", InputSettings(plane="axial"), cache_dir=cache,
+        cohort.iloc[:2],
+        backbone,
+        "demo",
+        InputSettings(plane="axial"),
+        cache_dir=cache,
         progress=False,
-    )  # fmt: skip
+    )
     assert other.computed == 2  # new input settings, new key
 
 
@@ -113,9 +121,15 @@ def test_finetuning_lowers_the_training_loss_and_is_deterministic(small_inputs, 
     labels = train["label"].astype(int).to_numpy()
     groups = train["patient_id"].to_numpy()
     settings = FinetuneSettings(
-        epochs=4, batch_size=8, learning_rate=1e-3, seed=1, rotation_deg=0, intensity_jitter=0,
-        flips=False, patience=10,
-    )  # fmt: skip
+        epochs=4,
+        batch_size=8,
+        learning_rate=1e-3,
+        seed=1,
+        rotation_deg=0,
+        intensity_jitter=0,
+        flips=False,
+        patience=10,
+    )
     base = load_backbone("random:0")
     torch.manual_seed(1)
     untrained_head = torch.nn.Linear(2048, 3)
@@ -125,8 +139,12 @@ def test_finetuning_lowers_the_training_loss_and_is_deterministic(small_inputs, 
     after = _training_loss(result.backbone, result.head, images[keep], labels[keep])
     assert after < before, (before, after)
     assert list(result.curve.columns) == [
-        "epoch", "steps", "train_loss", "holdout_loss", "holdout_accuracy",
-    ]  # fmt: skip
+        "epoch",
+        "steps",
+        "train_loss",
+        "holdout_loss",
+        "holdout_accuracy",
+    ]
     assert result.curve["train_loss"].iloc[-1] < result.curve["train_loss"].iloc[0]
     # the base backbone is untouched
     np.testing.assert_array_equal(
@@ -153,9 +171,12 @@ def test_finetuning_needs_enough_patients(small_inputs):
     _, images = small_inputs
     with pytest.raises(ValueError, match="at least 5 training patients"):
         finetune(
-            load_backbone("random:0"), images[:4], np.array([0, 1, 2, 0]),
-            np.array(["a", "a", "b", "b"]), FinetuneSettings(epochs=1),
-        )  # fmt: skip
+            load_backbone("random:0"),
+            images[:4],
+            np.array([0, 1, 2, 0]),
+            np.array(["a", "a", "b", "b"]),
+            FinetuneSettings(epochs=1),
+        )
 
 
 def test_extract_deep_command_with_finetuning_and_gradcam(synthetic_cohort, tmp_path):
@@ -163,11 +184,30 @@ def test_extract_deep_command_with_finetuning_and_gradcam(synthetic_cohort, tmp_
     shown = cohort.index[cohort["cohort"] != "train"][:2].tolist()
     out = tmp_path / "features" / "deep-demo.parquet"
     args = [
-        "extract", "deep", str(synthetic_cohort / "manifest.csv"), "--out", str(out),
-        "--weights", "random:0", "--arm", "demo", "--finetune-epochs", "1", "--pca", "4",
-        "--gradcam", shown[0], "--gradcam", shown[1], "--cache", str(tmp_path / "cache"),
-        "--jobs", "2", "--batch-size", "8",
-    ]  # fmt: skip
+        "extract",
+        "deep",
+        str(synthetic_cohort / "manifest.csv"),
+        "--out",
+        str(out),
+        "--weights",
+        "random:0",
+        "--arm",
+        "demo",
+        "--finetune-epochs",
+        "1",
+        "--pca",
+        "4",
+        "--gradcam",
+        shown[0],
+        "--gradcam",
+        shown[1],
+        "--cache",
+        str(tmp_path / "cache"),
+        "--jobs",
+        "2",
+        "--batch-size",
+        "8",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "untrained" in result.output
@@ -191,18 +231,29 @@ def test_grad_cam_maps(small_inputs):
 
     train, images = small_inputs
     result = finetune(
-        load_backbone("random:0"), images, train["label"].astype(int).to_numpy(),
-        train["patient_id"].to_numpy(), FinetuneSettings(epochs=1, max_steps=1, seed=0),
-    )  # fmt: skip
+        load_backbone("random:0"),
+        images,
+        train["label"].astype(int).to_numpy(),
+        train["patient_id"].to_numpy(),
+        FinetuneSettings(epochs=1, max_steps=1, seed=0),
+    )
     maps = grad_cam(result, images[:3])
     assert maps.shape == (3, 64, 64)
     assert maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
 
 
 def test_extract_deep_bad_weights_is_one_line(synthetic_cohort, tmp_path):
-    args = ["extract", "deep", str(synthetic_cohort / "manifest.csv"), "--out",
-            str(tmp_path / "x.parquet"), "--weights", f"radimagenet:{tmp_path / 'no.h5'}",
-            "--arm", "x"]  # fmt: skip
+    args = [
+        "extract",
+        "deep",
+        str(synthetic_cohort / "manifest.csv"),
+        "--out",
+        str(tmp_path / "x.parquet"),
+        "--weights",
+        f"radimagenet:{tmp_path / 'no.h5'}",
+        "--arm",
+        "x",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert "weights file not found" in result.output and "Traceback" not in result.output

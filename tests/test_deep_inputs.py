@@ -56,8 +56,10 @@ def test_sagittal_plane_shows_height_not_width(cohort, synthetic_cohort):
 def test_every_plane_option(cohort):
     case = cohort.iloc[0]
     image, mask = read_image(case["image"]), read_mask(case["mask"])
-    results = {p: prepare(image, mask, InputSettings(plane=p)) for p in
-               ("sagittal", "axial", "coronal", "max-area", "2.5d")}  # fmt: skip
+    results = {
+        p: prepare(image, mask, InputSettings(plane=p))
+        for p in ("sagittal", "axial", "coronal", "max-area", "2.5d")
+    }
     for plane, prepared in results.items():
         assert prepared.image.shape == (3, 224, 224), plane
         assert prepared.image.min() >= 0.0 and prepared.image.max() <= 1.0
@@ -101,9 +103,9 @@ def test_bad_settings_are_named():
 
 def test_preview_writes_contact_sheets(synthetic_cohort, tmp_path):
     result = CliRunner().invoke(
-        app, ["preview", str(synthetic_cohort / "manifest.csv"), "--out", str(tmp_path),
-              "--jobs", "2"],
-    )  # fmt: skip
+        app,
+        ["preview", str(synthetic_cohort / "manifest.csv"), "--out", str(tmp_path), "--jobs", "2"],
+    )
     assert result.exit_code == 0, result.output
     sheets = sorted(tmp_path.glob("inputs-*.png"))
     assert len(sheets) == 2  # 48 cases, 36 per sheet

@@ -87,9 +87,12 @@ def test_joblib_and_dask_match_serial(small_cohort, tmp_path):
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         dask = extract_radiomics(
-            small_cohort, params, cache_dir=None, scheduler=cluster.scheduler_address,
+            small_cohort,
+            params,
+            cache_dir=None,
+            scheduler=cluster.scheduler_address,
             progress=False,
-        )  # fmt: skip
+        )
     pd.testing.assert_frame_equal(serial.features, dask.features, check_exact=True)
     assert serial.features.shape == (6, 1130)
 
@@ -106,9 +109,17 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"imageType": {"Original": {}, "LoG": {"sigma": [1.0, 2.0]}}}))
     command = [
-        sys.executable, "-m", "ovfdlr", "extract", "radiomics", str(manifest),
-        "--params", str(params), "--jobs", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "ovfdlr",
+        "extract",
+        "radiomics",
+        str(manifest),
+        "--params",
+        str(params),
+        "--jobs",
+        "1",
+    ]
     killed_cache = tmp_path / "cache-killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
@@ -134,14 +145,19 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
 
     resumed = subprocess.run(
         [*command, "--out", str(tmp_path / "killed.parquet"), "--cache", str(killed_cache)],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"cached {done_before}" in resumed.stdout
     assert f"computed {14 - done_before}" in resumed.stdout
     subprocess.run(
         [*command, "--out", str(tmp_path / "straight.parquet"), "--cache", str(tmp_path / "c2")],
-        env=env, capture_output=True, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        check=True,
+    )
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "killed.parquet"),
         pd.read_parquet(tmp_path / "straight.parquet"),
@@ -189,9 +205,12 @@ def test_a_case_that_kills_its_worker_does_not_end_the_batch(small_cohort, tmp_p
     from ovfdlr.extraction import extract_features, tasks_from_cohort
 
     result = extract_features(
-        CrashingStage(), tasks_from_cohort(small_cohort), cache_dir=tmp_path, jobs=2,
+        CrashingStage(),
+        tasks_from_cohort(small_cohort),
+        cache_dir=tmp_path,
+        jobs=2,
         progress=False,
-    )  # fmt: skip
+    )
     assert result.errors["case_id"].tolist() == ["c02"]
     assert "worker process died" in result.errors.iloc[0]["reason"]
     assert sorted(result.features.index) == ["c00", "c01", "c03", "c04", "c05"]

@@ -40,8 +40,17 @@ def test_extract_morphometry_command(synthetic_cohort, tmp_path):
     from ovfdlr.cli import app
 
     out = tmp_path / "features" / "morphometry.parquet"
-    args = ["extract", "morphometry", str(synthetic_cohort / "manifest.csv"), "--out", str(out),
-            "--jobs", "2", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    args = [
+        "extract",
+        "morphometry",
+        str(synthetic_cohort / "manifest.csv"),
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(out)
@@ -153,8 +162,15 @@ def test_real_lumbar_bodies(shared_data):
 
 def test_genant_grade_thresholds():
     assert [genant_grade(v) for v in (0, 19.9, 20, 24.9, 25, 40, 40.1, 70)] == [
-        0, 0, 1, 1, 2, 2, 3, 3,
-    ]  # fmt: skip
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
 
 
 def test_reference_height_replaces_the_prior(synthetic_cohort):

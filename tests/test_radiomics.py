@@ -170,8 +170,14 @@ def test_default_params_are_the_documented_vertebral_ct_settings():
     assert set(params["imageType"]) == {"Original", "Wavelet", "LoG"}
     assert params["imageType"]["LoG"]["sigma"] == [1.0, 2.0, 3.0]
     assert set(params["featureClass"]) == {
-        "shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm",
-    }  # fmt: skip
+        "shape",
+        "firstorder",
+        "glcm",
+        "glrlm",
+        "glszm",
+        "gldm",
+        "ngtdm",
+    }
     setting = params["setting"]
     assert setting["resampledPixelSpacing"] == [1, 1, 1]
     assert setting["interpolator"] == "sitkBSpline"
@@ -283,9 +289,18 @@ def test_feature_table_contract(tmp_path):
     out = tmp_path / "radiomics.parquet"
     result = runner.invoke(
         app,
-        ["extract", "radiomics", str(manifest), "--out", str(out), "--params", str(params),
-         "--jobs", "1"],
-    )  # fmt: skip
+        [
+            "extract",
+            "radiomics",
+            str(manifest),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+            "--jobs",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(out)
     assert table.index.name == "case_id" and table.index.tolist() == ["c0", "c1", "c2"]

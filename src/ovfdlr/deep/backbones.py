@@ -262,8 +262,14 @@ def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 # torchvision resnet50 children in order: conv1 bn1 relu maxpool layer1 layer2 layer3 layer4
-SEQUENTIAL_TO_TORCHVISION = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2",
-                             "6": "layer3", "7": "layer4"}  # fmt: skip
+SEQUENTIAL_TO_TORCHVISION = {
+    "0": "conv1",
+    "1": "bn1",
+    "4": "layer1",
+    "5": "layer2",
+    "6": "layer3",
+    "7": "layer4",
+}
 
 
 def from_sequential_backbone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -119,8 +119,9 @@ def extract_deep(
     cache = CaseCache(root, "deep") if root is not None else None
     hits, keys, pending, errors = lookup("deep", settings_hash, tasks, cache)
     columns = column_names(arm)
-    results = {i: {"features": dict(zip(columns, hit["features"], strict=True))}
-               for i, hit in hits.items()}  # fmt: skip
+    results = {
+        i: {"features": dict(zip(columns, hit["features"], strict=True))} for i, hit in hits.items()
+    }
     n_cached = len(results)
 
     with torch_threads(threads):

@@ -299,9 +299,10 @@ def load_finetuned(path: str | Path, spec: str | None = None) -> tuple[Backbone,
         str(path),
     )
     load_strict(
-        head, {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")},
+        head,
+        {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")},
         str(path),
-    )  # fmt: skip
+    )
     backbone = Backbone(
         trunk.eval(),
         spec or f"file:{path}",

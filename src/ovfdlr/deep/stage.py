@@ -44,12 +44,14 @@ def _prepare_images(cohort, settings, jobs, progress, description):
     from ovfdlr.deep.features import _Prepare
 
     tasks = tasks_from_cohort(cohort)
-    results = run_tasks(_Prepare(settings), tasks, jobs=jobs, description=description,
-                        progress=progress)  # fmt: skip
+    results = run_tasks(
+        _Prepare(settings), tasks, jobs=jobs, description=description, progress=progress
+    )
     kept = [
-        (t.case_id, r) for t, r in zip(tasks, results, strict=True)
+        (t.case_id, r)
+        for t, r in zip(tasks, results, strict=True)
         if not isinstance(r, TaskFailure)
-    ]  # fmt: skip
+    ]
     return [c for c, _ in kept], (
         np.stack([r.image for _, r in kept]) if kept else np.empty((0, 3, 1, 1), np.float32)
     )
@@ -100,11 +102,16 @@ def run_deep_stage(
             asdict(finetune),
             settings.as_dict(),
             [
-                (file_digest(r.image), file_digest(r.mask), int(r.mask_label), int(r.label),
-                 str(r.patient_id))
+                (
+                    file_digest(r.image),
+                    file_digest(r.mask),
+                    int(r.mask_label),
+                    int(r.label),
+                    str(r.patient_id),
+                )
                 for r in train.itertuples(index=False)
             ],
-        )  # fmt: skip
+        )
         path = out_dir / f"finetuned-{arm}.safetensors"
         reuse = False
         if path.is_file():
@@ -151,9 +158,16 @@ def run_deep_stage(
                 )
 
     extraction = extract_deep(
-        cohort, backbone, arm, settings, batch_size=batch_size, threads=threads, jobs=jobs,
-        cache_dir=cache_dir, progress=progress,
-    )  # fmt: skip
+        cohort,
+        backbone,
+        arm,
+        settings,
+        batch_size=batch_size,
+        threads=threads,
+        jobs=jobs,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
     result.extraction = extraction
     result.features = extraction.features
     if pca_components:
