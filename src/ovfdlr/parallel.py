@@ -107,7 +107,8 @@ def _iter_processes(fn, tasks, jobs: int) -> Iterator[tuple[int, Any]]:
     queue = list(range(len(tasks)))[::-1]  # pop() from the end keeps the task order
     suspects: list[int] = []
     crashed: set[int] = set()
-    executor = loky.get_reusable_executor(max_workers=jobs)
+    # workers stay for a while between tasks: a run submits as tasks finish
+    executor = loky.get_reusable_executor(max_workers=jobs, timeout=300)
     running: dict[Any, int] = {}
     while queue or suspects or running:
         if suspects:
@@ -135,7 +136,7 @@ def _iter_processes(fn, tasks, jobs: int) -> Iterator[tuple[int, Any]]:
                 else:
                     crashed.add(index)
                     suspects.append(index)
-            executor = loky.get_reusable_executor(max_workers=jobs, kill_workers=True)
+            executor = loky.get_reusable_executor(max_workers=jobs, timeout=300, kill_workers=True)
 
 
 def _iter_dask(fn, tasks, scheduler) -> Iterator[tuple[int, Any]]:
