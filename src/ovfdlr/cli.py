@@ -447,3 +447,111 @@ def preview(
     console.print(f"wrote {len(sheets)} sheet(s) to {out}")
     if failed:
         raise fail(f"{len(failed)} case(s) could not be prepared")
+
+
+# ---------------------------------------------------------------------------------------------
+# modelling
+
+
+@app.command()
+def train(
+    features: Annotated[
+        list[Path], typer.Argument(help="Feature tables (Parquet, index case_id) of one arm.")
+    ],
+    manifest: Annotated[Path, typer.Option(help="Manifest CSV (labels, cohorts, patients).")],
+    out: Annotated[Path, typer.Option(help="Folder for the arm's tables, figures and models.")],
+    arm: Annotated[str | None, typer.Option(help="Arm name (default: the folder's name).")] = None,
+    classifiers: Annotated[
+        str, typer.Option(help="Comma-separated: lr,svm,knn,rf,et,xgb,lgbm,mlp.")
+    ] = "lr,svm,knn,rf,et,xgb,lgbm,mlp",
+    select_on: Annotated[
+        str, typer.Option(help="Pick the arm's model on 'cv' (training) or 'internal'.")
+    ] = "cv",
+    training_cohort: Annotated[str, typer.Option(help="The training cohort's name.")] = "train",
+    internal_cohort: Annotated[str, typer.Option(help="The internal cohort's name.")] = (
+        "internal"
+    ),
+    folds: Annotated[int, typer.Option(help="Patient-grouped CV folds.")] = 5,
+    quick: Annotated[bool, typer.Option(help="Tiny search spaces (for trials).")] = False,
+    explain: Annotated[bool, typer.Option(help="SHAP for the chosen model.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
+    jobs: JobsOption = 0,
+) -> None:
+    """Select features, train the eight classifiers and evaluate them on every cohort, for one arm.
+
+    Selection and tuning see the training cohort only; the chosen model is picked on training
+    CV or the internal cohort, never on external or prospective data.
+    """
+    from ovfdlr.arm import read_features, train_arm
+    from ovfdlr.selection import SelectionError
+    from ovfdlr.training import TrainingError, TrainSettings
+
+    if select_on not in ("cv", "internal"):
+        raise fail(f"--select-on must be 'cv' or 'internal' (got '{select_on}')")
+    try:
+        table = read_features(features)
+    except (FileNotFoundError, SelectionError, OSError) as exc:
+        raise fail(str(exc)) from None
+    cohort = _load_cohort(manifest)
+    settings = TrainSettings(
+        classifiers=tuple(c.strip() for c in classifiers.split(",") if c.strip()),
+        quick=quick,
+        folds=folds,
+        seed=seed,
+        select_on=select_on,
+        training=training_cohort,
+        internal=internal_cohort,
+        jobs=jobs,
+    )
+    try:
+        result = train_arm(table, cohort, arm or out.name, out, settings, explain_model=explain)
+    except (TrainingError, SelectionError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    performance = result.evaluation.performance
+    chosen = performance[performance["classifier"] == result.fit.chosen]
+    summary = (
+        chosen[["cohort", "n", "macro_auc", "macro_auc_lower", "macro_auc_upper", "accuracy"]]
+        .set_index("cohort")
+        .round(3)
+    )
+    print_frame(
+        summary,
+        f"{result.fit.arm}: chosen model {result.fit.chosen} ({len(result.fit.selected)} features)",
+    )
+    console.print(f"tables, figures and models in {out}")
+
+
+@app.command()
+def compare(
+    dir_a: Annotated[Path, typer.Argument(help="Trained arm folder A.")],
+    dir_b: Annotated[Path, typer.Argument(help="Trained arm folder B.")],
+    out: Annotated[Path | None, typer.Option(help="Write the tests to this CSV.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap cross-check.")] = 0,
+) -> None:
+    """Paired tests between two arms' chosen models on each cohort: per-class DeLong and the
+    macro-AUC test (stratified DeLong, with a paired bootstrap cross-check)."""
+    from ovfdlr.arm import compare_dirs
+
+    try:
+        table = compare_dirs(dir_a, dir_b, seed=seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+    shown = table[
+        [
+            "cohort",
+            "test",
+            "class",
+            "auc_a",
+            "auc_b",
+            "difference",
+            "p_value",
+            "ci_lower",
+            "ci_upper",
+        ]
+    ].round(4)
+    print_frame(shown, f"{table['arm_a'].iloc[0]} vs {table['arm_b'].iloc[0]}", index=False)

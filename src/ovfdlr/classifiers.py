@@ -1,0 +1,157 @@
+"""The eight classifiers of the paper and their small, documented search spaces.
+
+- ``lr``: multinomial logistic regression, L2; ``C`` in 0.01, 0.1, 1, 10.
+- ``svm``: SVM with RBF kernel and Platt-scaled probabilities; ``C`` in 0.3, 1, 3, 10 and
+  ``gamma`` "scale" or 0.01.
+- ``knn``: k nearest neighbours; ``n_neighbors`` 5, 15 or 31, ``weights`` uniform or distance.
+- ``rf``: random forest of 300 trees; ``max_depth`` None or 6, ``min_samples_leaf`` 1 or 5.
+- ``et``: extremely randomised trees, 300 trees; as ``rf``.
+- ``xgb``: XGBoost (hist), learning rate 0.05; ``n_estimators`` 100 or 300, ``max_depth`` 2 or 4.
+- ``lgbm``: LightGBM, learning rate 0.05, deterministic; ``n_estimators`` 100 or 300,
+  ``num_leaves`` 7 or 15.
+- ``mlp``: multilayer perceptron (adam, early stopping); ``hidden_layer_sizes`` (64,) or
+  (128, 64), ``alpha`` 0.001 or 0.1.
+
+Everything else is at the library default unless set in :func:`make_classifier`.
+The spaces are deliberately small: with a few hundred training cases a wide search fits the
+noise of the cross-validation. Every model is seeded, and single-threaded inside, so that the
+same seed gives the same model; parallelism comes from running folds side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+CLASSIFIERS = ("lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp")
+NAMES = {
+    "lr": "Logistic regression",
+    "svm": "SVM (RBF)",
+    "knn": "KNN",
+    "rf": "Random forest",
+    "et": "Extra trees",
+    "xgb": "XGBoost",
+    "lgbm": "LightGBM",
+    "mlp": "MLP",
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A classifier key, how to build it, and its search space."""
+
+    key: str
+    space: dict[str, list] = field(default_factory=dict)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the search space (one empty dict when there is none)."""
+        if not self.space:
+            return [{}]
+        keys = sorted(self.space)
+        return [
+            dict(zip(keys, values, strict=True))
+            for values in product(*(self.space[k] for k in keys))
+        ]
+
+    def build(self, params: dict[str, Any] | None = None, seed: int = 0):
+        return make_classifier(self.key, seed=seed, **(params or {}))
+
+
+SPACES: dict[str, dict[str, list]] = {
+    "lr": {"C": [0.01, 0.1, 1.0, 10.0]},
+    "svm": {"C": [0.3, 1.0, 3.0, 10.0], "gamma": ["scale", 0.01]},
+    "knn": {"n_neighbors": [5, 15, 31], "weights": ["uniform", "distance"]},
+    "rf": {"max_depth": [None, 6], "min_samples_leaf": [1, 5]},
+    "et": {"max_depth": [None, 6], "min_samples_leaf": [1, 5]},
+    "xgb": {"n_estimators": [100, 300], "max_depth": [2, 4]},
+    "lgbm": {"n_estimators": [100, 300], "num_leaves": [7, 15]},
+    "mlp": {"hidden_layer_sizes": [(64,), (128, 64)], "alpha": [0.001, 0.1]},
+}
+
+# one point per classifier: for quick runs (tests, demos)
+QUICK_SPACES: dict[str, dict[str, list]] = {
+    "lr": {"C": [0.1, 1.0]},
+    "svm": {"C": [1.0]},
+    "knn": {"n_neighbors": [15]},
+    "rf": {"min_samples_leaf": [1, 5]},
+    "et": {"min_samples_leaf": [1]},
+    "xgb": {"max_depth": [2]},
+    "lgbm": {"num_leaves": [7]},
+    "mlp": {"alpha": [0.1]},
+}
+
+
+def make_classifier(key: str, seed: int = 0, **params):
+    """A fresh, seeded classifier of family ``key`` with ``params`` over its defaults."""
+    if key == "lr":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=5000, random_state=seed, **params)
+    if key == "svm":
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.svm import SVC
+
+        # Platt-scaled probabilities from an internal 5-fold calibration (scikit-learn's
+        # replacement for SVC(probability=True))
+        return CalibratedClassifierCV(
+            SVC(kernel="rbf", random_state=seed, **params), method="sigmoid", cv=5, ensemble=False
+        )
+    if key == "knn":
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return KNeighborsClassifier(**params)
+    if key in ("rf", "et"):
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+        model = RandomForestClassifier if key == "rf" else ExtraTreesClassifier
+        return model(
+            n_estimators=params.pop("n_estimators", 300), random_state=seed, n_jobs=1, **params
+        )
+    if key == "xgb":
+        from xgboost import XGBClassifier
+
+        defaults = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.05}
+        return XGBClassifier(
+            **(defaults | params),
+            tree_method="hist",
+            subsample=0.9,
+            colsample_bytree=0.9,
+            random_state=seed,
+            n_jobs=1,
+            eval_metric="mlogloss",
+            verbosity=0,
+        )
+    if key == "lgbm":
+        from lightgbm import LGBMClassifier
+
+        defaults = {"n_estimators": 200, "num_leaves": 15, "learning_rate": 0.05}
+        return LGBMClassifier(
+            **(defaults | params),
+            subsample=0.9,
+            subsample_freq=1,
+            colsample_bytree=0.9,
+            random_state=seed,
+            n_jobs=1,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+        )
+    if key == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(max_iter=1000, early_stopping=True, random_state=seed, **params)
+    raise ValueError(f"unknown classifier '{key}' (choose from {', '.join(CLASSIFIERS)})")
+
+
+def specs(keys: Iterable[str] | None = None, quick: bool = False) -> list[Spec]:
+    """The classifier specs to train, in the paper's order; ``quick`` uses tiny spaces."""
+    keys = list(keys) if keys is not None else list(CLASSIFIERS)
+    unknown = [k for k in keys if k not in CLASSIFIERS]
+    if unknown:
+        raise ValueError(
+            f"unknown classifier(s) {', '.join(unknown)} (choose from {', '.join(CLASSIFIERS)})"
+        )
+    spaces = QUICK_SPACES if quick else SPACES
+    return [Spec(k, spaces[k]) for k in keys]

@@ -1,0 +1,1 @@
+"""The run report: figures (matplotlib) and the self-contained HTML page."""

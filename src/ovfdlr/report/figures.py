@@ -1,0 +1,222 @@
+"""The figures of an arm and of a run, drawn with matplotlib and saved as PNG and SVG.
+
+Each function takes tables (as written under ``tables/``) and returns a matplotlib figure;
+:func:`save` writes it as ``<stem>.png`` and ``<stem>.svg``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+CLASS_COLOURS = {0: "#1b9e77", 1: "#d95f02", 2: "#7570b3"}
+CLASS_NAMES = {0: "class 0 (conservative)", 1: "class 1 (either)", 2: "class 2 (surgery)"}
+
+
+def save(figure, stem: str | Path, *, dpi: int = 110) -> list[Path]:
+    """Write ``stem``.png and ``stem``.svg and close the figure."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    figure.savefig(paths[0], dpi=dpi, bbox_inches="tight")
+    figure.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    return paths
+
+
+def roc_figure(curves: pd.DataFrame, per_class: pd.DataFrame, cohort: str, title: str = ""):
+    """One-vs-rest ROC curves per class with macro and micro averages, AUCs in the legend."""
+    figure, axis = plt.subplots(figsize=(4.6, 4.4))
+    aucs = {}
+    for row in per_class.itertuples(index=False):
+        aucs[str(row[0])] = (row.auc, row.lower, row.upper)
+    for name, group in curves.groupby("curve", sort=False):
+        label = str(name)
+        style = {"lw": 1.6}
+        if label.startswith("class"):
+            c = int(label.split()[-1])
+            style["color"] = CLASS_COLOURS.get(c, "grey")
+            auc = aucs.get(str(c)) or aucs.get(label)
+            text = CLASS_NAMES.get(c, label)
+            if auc:
+                text += f": {auc[0]:.3f} ({auc[1]:.3f}-{auc[2]:.3f})"
+        else:
+            style |= {"color": "black", "ls": "--" if label == "macro" else ":"}
+            text = f"{label} average"
+        axis.plot(group["fpr"], group["tpr"], label=text, **style)
+    axis.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8)
+    axis.set(
+        xlabel="1 - specificity",
+        ylabel="sensitivity",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=title or cohort,
+    )
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_aspect("equal")
+    return figure
+
+
+def confusion_figure(confusion: pd.DataFrame, cohort: str):
+    """Confusion matrix (counts and row percentages) of the chosen model on one cohort."""
+    matrix = confusion.pivot(index="true", columns="predicted", values="count").fillna(0)
+    figure, axis = plt.subplots(figsize=(3.6, 3.2))
+    shares = matrix.div(matrix.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
+    axis.imshow(shares.to_numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            axis.text(
+                j,
+                i,
+                f"{int(matrix.iat[i, j])}\n{shares.iat[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares.iat[i, j] > 0.6 else "black",
+            )
+    axis.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns])
+    axis.set_yticks(range(matrix.shape[0]), [str(c) for c in matrix.index])
+    axis.set(xlabel="predicted class", ylabel="true class", title=cohort)
+    return figure
+
+
+def calibration_figure(curves: pd.DataFrame, cohort: str):
+    """Reliability diagram per class."""
+    figure, axis = plt.subplots(figsize=(4.2, 4.0))
+    for c, group in curves.groupby("class"):
+        group = group[group["count"] > 0]
+        axis.plot(
+            group["mean_predicted"],
+            group["observed_fraction"],
+            marker="o",
+            ms=3,
+            color=CLASS_COLOURS.get(int(c), "grey"),
+            label=CLASS_NAMES.get(int(c), c),
+        )
+    axis.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8)
+    axis.set(
+        xlabel="predicted probability",
+        ylabel="observed fraction",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=cohort,
+    )
+    axis.legend(fontsize=7)
+    return figure
+
+
+def decision_figure(decision: pd.DataFrame, cohort: str):
+    """Net benefit per class (one-vs-rest) against treat-all and treat-none."""
+    classes = sorted(decision["class"].unique())
+    figure, axes = plt.subplots(1, len(classes), figsize=(3.4 * len(classes), 3.0), sharey=True)
+    axes = np.atleast_1d(axes)
+    for axis, c in zip(axes, classes, strict=True):
+        group = decision[decision["class"] == c]
+        axis.plot(
+            group["threshold"],
+            group["net_benefit_model"],
+            color=CLASS_COLOURS.get(int(c)),
+            label="model",
+        )
+        axis.plot(
+            group["threshold"], group["net_benefit_all"], color="grey", lw=0.8, label="treat all"
+        )
+        axis.plot(
+            group["threshold"], group["net_benefit_none"], color="black", lw=0.8, label="treat none"
+        )
+        top = max(group["net_benefit_model"].max(), group["net_benefit_all"].max(), 0.05)
+        axis.set(
+            xlabel="threshold probability",
+            title=CLASS_NAMES.get(int(c), str(c)),
+            ylim=(-0.05, top * 1.1),
+        )
+    axes[0].set_ylabel("net benefit")
+    axes[0].legend(fontsize=7)
+    figure.suptitle(cohort, fontsize=9)
+    return figure
+
+
+def funnel_figure(funnel: pd.DataFrame, arm: str):
+    """Features left after each selection step."""
+    figure, axis = plt.subplots(figsize=(5.0, 2.8))
+    axis.barh(funnel["step"][::-1], funnel["features"][::-1], color="#4c72b0")
+    for i, value in enumerate(funnel["features"][::-1]):
+        axis.text(value, i, f" {value}", va="center", fontsize=8)
+    axis.set(xlabel="features", title=f"feature selection ({arm})")
+    axis.set_xscale("log")
+    return figure
+
+
+def lasso_figure(path: pd.DataFrame, chosen_C: float, arm: str):
+    """LASSO cross-validation curve with the number of selected features."""
+    figure, axis = plt.subplots(figsize=(5.0, 3.2))
+    axis.errorbar(
+        path["C"],
+        path["cv_score_mean"],
+        yerr=path["cv_score_sd"],
+        marker="o",
+        ms=3,
+        capsize=2,
+        color="#c44e52",
+    )
+    axis.axvline(chosen_C, color="grey", ls="--", lw=0.8)
+    axis.set(
+        xscale="log",
+        xlabel="C (inverse L1 penalty)",
+        ylabel="CV score (-log loss)",
+        title=f"LASSO cross-validation ({arm})",
+    )
+    twin = axis.twinx()
+    twin.plot(path["C"], path["n_features"], color="#4c72b0", lw=1)
+    twin.set_ylabel("features selected", color="#4c72b0")
+    return figure
+
+
+def shap_bar_figure(importance: pd.DataFrame, top: int = 15):
+    """Mean |SHAP| per feature, stacked by class."""
+    head = importance.head(top)[::-1]
+    figure, axis = plt.subplots(figsize=(6.0, 0.3 * len(head) + 1.2))
+    left = np.zeros(len(head))
+    for c in (0, 1, 2):
+        column = f"class {c}"
+        if column in head:
+            axis.barh(
+                head.index,
+                head[column] / 3,
+                left=left,
+                color=CLASS_COLOURS[c],
+                label=CLASS_NAMES[c],
+            )
+            left += head[column].to_numpy() / 3
+    axis.set(xlabel="mean |SHAP| (averaged over classes)", title="global feature importance")
+    axis.legend(fontsize=7, loc="lower right")
+    return figure
+
+
+def shap_beeswarm_figure(result, class_index: int, top: int = 12):
+    """SHAP beeswarm for one class (shap's own plot)."""
+    import shap
+
+    figure = plt.figure(figsize=(6.5, 0.35 * top + 1.5))
+    shap.plots.beeswarm(
+        result.explanation(class_index), max_display=top, show=False, plot_size=None
+    )
+    plt.title(f"SHAP, {CLASS_NAMES.get(class_index)} ({result.output_name})", fontsize=9)
+    return figure
+
+
+def shap_waterfall_figure(result, case: int, class_index: int, title: str, top: int = 10):
+    """SHAP waterfall of one case for one class (shap's own plot)."""
+    import shap
+
+    shap.plots.waterfall(result.explanation(class_index, case), max_display=top, show=False)
+    figure = plt.gcf()
+    figure.set_size_inches(7, 0.35 * top + 1.8)
+    plt.title(title, fontsize=9)
+    return figure

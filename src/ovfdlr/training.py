@@ -1,0 +1,335 @@
+"""Training one arm: selection and the eight classifiers, tuned and chosen on the training cohort.
+
+For an arm's fused feature table and the cohort:
+
+1. The training cohort (labelled rows only) is split into ``folds`` patient-grouped,
+   class-stratified folds (``StratifiedGroupKFold``): no patient straddles two folds.
+2. In every fold the whole selection pipeline (:mod:`ovfdlr.selection`) is fitted on the fold's
+   training part only, then every classifier at every point of its search space
+   (:mod:`ovfdlr.classifiers`); the held-out part is predicted. Selection inside the folds keeps
+   the cross-validated AUCs honest: features are never chosen with the rows that score them.
+3. Each classifier's hyper-parameters are those with the best mean macro one-vs-rest AUC over
+   the folds; its out-of-fold probabilities are kept (for thresholds and calibration).
+4. The selection is refitted on the whole training cohort and each classifier with its chosen
+   hyper-parameters on the selected features.
+5. The model that represents the arm is the classifier with the best cross-validated macro AUC
+   (``select_on="cv"``) or the best macro AUC on the internal validation cohort
+   (``select_on="internal"``) - never on external or prospective data.
+
+Nothing here sees a row outside the training cohort except step 5's optional internal scoring,
+which only ranks already fitted models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from ovfdlr.classifiers import CLASSIFIERS, specs
+from ovfdlr.parallel import TaskFailure, run_tasks
+from ovfdlr.selection import SelectionError, funnel, selection_pipeline
+
+CLASSES = (0, 1, 2)
+PROBA = [f"p{c}" for c in CLASSES]
+
+
+class TrainingError(ValueError):
+    """A training request that cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How an arm is trained (see the module docstring)."""
+
+    classifiers: tuple[str, ...] = CLASSIFIERS
+    quick: bool = False
+    folds: int = 5
+    seed: int = 0
+    select_on: Literal["cv", "internal"] = "cv"
+    training: str = "train"
+    internal: str = "internal"
+    selection: dict[str, Any] = field(default_factory=dict)
+    jobs: int | None = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ArmFit:
+    """A trained arm: the fitted selection, one fitted model per classifier, and the records."""
+
+    arm: str
+    settings: TrainSettings
+    selection: Pipeline
+    models: dict[str, Pipeline]
+    best_params: dict[str, dict[str, Any]]
+    cv_results: pd.DataFrame
+    oof: pd.DataFrame
+    fold_features: pd.DataFrame
+    chosen: str
+    chosen_score: float
+    n_input_features: int
+
+    @property
+    def funnel(self) -> pd.DataFrame:
+        return funnel(self.selection, self.n_input_features)
+
+    @property
+    def lasso_path(self) -> pd.DataFrame:
+        return self.selection.named_steps["lasso"].path_
+
+    @property
+    def coefficients(self) -> pd.DataFrame:
+        return self.selection.named_steps["lasso"].coefficients_
+
+    @property
+    def selected(self) -> list[str]:
+        return list(self.coefficients.index)
+
+
+def macro_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean one-vs-rest AUC over the classes present with both positives and negatives."""
+    from ovfdlr.stats import roc_auc
+
+    values = [
+        roc_auc((y == c).astype(int), proba[:, i])
+        for i, c in enumerate(CLASSES)
+        if 0 < (y == c).sum() < len(y)
+    ]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def training_rows(features: pd.DataFrame, cohort: pd.DataFrame, training: str) -> pd.DataFrame:
+    """The labelled training cases that have features (raises when there are none)."""
+    rows = cohort[(cohort["cohort"] == training) & cohort["label"].notna()]
+    if rows.empty:
+        raise TrainingError(f"no labelled cases in the training cohort '{training}'")
+    missing = rows.index.difference(features.index)
+    if len(missing) == len(rows):
+        raise TrainingError(f"none of the '{training}' cases has features")
+    return rows.loc[rows.index.intersection(features.index, sort=False)]
+
+
+def patient_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int):
+    """Patient-grouped, class-stratified folds; raises when the cohort is too small."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < folds:
+        raise TrainingError(f"{folds}-fold cross-validation needs {folds} patients ({n_groups})")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, groups))
+
+
+@dataclass(frozen=True)
+class _FoldTask:
+    X: pd.DataFrame
+    y: np.ndarray
+    groups: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    fold: int
+    settings: TrainSettings
+
+
+def _fit_selection(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, settings: TrainSettings):
+    pipeline = selection_pipeline(seed=settings.seed, **settings.selection)
+    pipeline.fit(X, y, lasso__groups=groups)
+    return pipeline
+
+
+def _run_fold(task: _FoldTask) -> dict[str, Any]:
+    """Fit the selection on the fold's training part, then every classifier at every grid point."""
+    settings = task.settings
+    X_train = task.X.iloc[task.train]
+    selection = _fit_selection(X_train, task.y[task.train], task.groups[task.train], settings)
+    Z_train = selection.transform(X_train)
+    Z_test = selection.transform(task.X.iloc[task.test])
+    predictions = {}
+    for spec in specs(settings.classifiers, settings.quick):
+        for index, params in enumerate(spec.grid()):
+            model = spec.build(params, seed=settings.seed)
+            model.fit(Z_train, task.y[task.train])
+            predictions[(spec.key, index)] = _proba(model, Z_test)
+    return {"fold": task.fold, "selected": list(Z_train.columns), "predictions": predictions}
+
+
+def _proba(model, Z) -> np.ndarray:
+    """Probabilities for classes 0, 1, 2 (a class absent from training gets 0)."""
+    raw = model.predict_proba(Z)
+    out = np.zeros((len(Z), len(CLASSES)))
+    for j, c in enumerate(model.classes_):
+        out[:, CLASSES.index(int(c))] = raw[:, j]
+    return out
+
+
+def fit_arm(
+    features: pd.DataFrame,
+    cohort: pd.DataFrame,
+    arm: str,
+    settings: TrainSettings | None = None,
+    *,
+    progress: bool = True,
+) -> ArmFit:
+    """Train an arm on its fused features (index case_id); see the module docstring."""
+    settings = settings or TrainSettings()
+    rows = training_rows(features, cohort, settings.training)
+    # a fresh contiguous copy: sums then run in the same order whatever the caller's layout,
+    # so the fit depends on the training values alone
+    X = pd.DataFrame(
+        np.ascontiguousarray(features.loc[rows.index].to_numpy(np.float64)),
+        index=rows.index,
+        columns=features.columns,
+    )
+    y = rows["label"].astype(int).to_numpy()
+    groups = rows["patient_id"].astype(str).to_numpy()
+    missing = [c for c in CLASSES if not (y == c).any()]
+    if missing:
+        raise TrainingError(
+            f"the training cohort '{settings.training}' has no case of class "
+            f"{', '.join(map(str, missing))}"
+        )
+    splits = patient_folds(y, groups, settings.folds, settings.seed)
+    tasks = [
+        _FoldTask(X, y, groups, train, test, fold, settings)
+        for fold, (train, test) in enumerate(splits)
+    ]
+    results = run_tasks(
+        _run_fold,
+        tasks,
+        jobs=settings.jobs,
+        description=f"cross-validation ({arm})",
+        progress=progress,
+    )
+    failures = [r for r in results if isinstance(r, TaskFailure)]
+    if failures:
+        raise TrainingError(f"cross-validation failed: {failures[0].reason}")
+
+    all_specs = specs(settings.classifiers, settings.quick)
+    records, best_params, oof_frames = [], {}, []
+    for spec in all_specs:
+        grid = spec.grid()
+        means = []
+        for index, params in enumerate(grid):
+            scores = []
+            for task, result in zip(tasks, results, strict=True):
+                score = macro_auc(y[task.test], result["predictions"][(spec.key, index)])
+                scores.append(score)
+                records.append(
+                    {
+                        "classifier": spec.key,
+                        "params": repr(params),
+                        "fold": task.fold,
+                        "macro_auc": score,
+                    }
+                )
+            means.append(np.nanmean(scores))
+        best = int(np.nanargmax(means)) if not np.all(np.isnan(means)) else 0
+        best_params[spec.key] = grid[best]
+        oof = np.zeros((len(y), len(CLASSES)))
+        fold_of = np.zeros(len(y), dtype=int)
+        for task, result in zip(tasks, results, strict=True):
+            oof[task.test] = result["predictions"][(spec.key, best)]
+            fold_of[task.test] = task.fold
+        frame = pd.DataFrame(oof, index=rows.index, columns=PROBA)
+        frame.insert(0, "fold", fold_of)
+        frame.insert(0, "classifier", spec.key)
+        oof_frames.append(frame)
+
+    selection = _fit_selection(X, y, groups, settings)
+    Z = selection.transform(X)
+    models = {}
+    for spec in all_specs:
+        model = spec.build(best_params[spec.key], seed=settings.seed)
+        model.fit(Z, y)
+        models[spec.key] = Pipeline([("selection", selection), ("classifier", model)])
+
+    cv_results = pd.DataFrame(records)
+    best_cv = (
+        cv_results.groupby(["classifier", "params"])["macro_auc"].mean().groupby("classifier").max()
+    )
+    chosen, chosen_score = _choose(models, best_cv, features, cohort, settings)
+    fold_features = pd.DataFrame(
+        [{"fold": r["fold"], "feature": f} for r in results for f in r["selected"]]
+    )
+    return ArmFit(
+        arm,
+        settings,
+        selection,
+        models,
+        best_params,
+        cv_results,
+        pd.concat(oof_frames).rename_axis("case_id"),
+        fold_features,
+        chosen,
+        chosen_score,
+        X.shape[1],
+    )
+
+
+def _choose(models, best_cv: pd.Series, features, cohort, settings) -> tuple[str, float]:
+    if settings.select_on == "cv":
+        key = str(best_cv.idxmax())
+        return key, float(best_cv[key])
+    if settings.select_on != "internal":
+        raise TrainingError(f"select_on '{settings.select_on}' is not 'cv' or 'internal'")
+    rows = cohort[(cohort["cohort"] == settings.internal) & cohort["label"].notna()]
+    rows = rows.loc[rows.index.intersection(features.index, sort=False)]
+    if rows.empty:
+        raise TrainingError(
+            f"select_on='internal' needs labelled cases in the cohort '{settings.internal}'"
+        )
+    y = rows["label"].astype(int).to_numpy()
+    scores = {
+        key: macro_auc(y, predict_proba(model, features.loc[rows.index]))
+        for key, model in models.items()
+    }
+    key = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-1), k))
+    return key, float(scores[key])
+
+
+def predict_proba(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
+    """Class 0, 1, 2 probabilities of a fitted arm model for feature rows ``X``."""
+    selection, classifier = model.named_steps["selection"], model.named_steps["classifier"]
+    return _proba(classifier, selection.transform(X))
+
+
+def predictions(fit: ArmFit, features: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
+    """Every classifier's probabilities for every case with features, with the training
+    cohort's out-of-fold probabilities under the cohort name ``<training> (cv)``."""
+    cases = cohort.loc[cohort.index.intersection(features.index, sort=False)]
+    frames = []
+    for key, model in fit.models.items():
+        proba = predict_proba(model, features.loc[cases.index])
+        frame = pd.DataFrame(proba, index=cases.index, columns=PROBA)
+        frame.insert(0, "label", cases["label"])
+        frame.insert(0, "cohort", cases["cohort"])
+        frame.insert(0, "classifier", key)
+        frames.append(frame)
+    oof = fit.oof.drop(columns="fold").copy()
+    oof.insert(1, "cohort", f"{fit.settings.training} (cv)")
+    oof.insert(2, "label", cohort.loc[oof.index, "label"])
+    frames.append(oof)
+    out = pd.concat(frames).rename_axis("case_id")
+    out["label"] = out["label"].astype("Int64")
+    out["prediction"] = np.asarray(out[PROBA]).argmax(axis=1)
+    return out
+
+
+__all__ = [
+    "CLASSES",
+    "PROBA",
+    "ArmFit",
+    "SelectionError",
+    "TrainSettings",
+    "TrainingError",
+    "fit_arm",
+    "macro_auc",
+    "predict_proba",
+    "predictions",
+]

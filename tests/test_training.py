@@ -1,0 +1,304 @@
+"""Training an arm: grouped CV, no leakage, determinism, SHAP, the train and compare commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ovfdlr.classifiers import CLASSIFIERS, make_classifier
+from ovfdlr.cli import app
+from ovfdlr.evaluation import evaluate
+from ovfdlr.explain import explain
+from ovfdlr.modelio import ModelFileError, load_model
+from ovfdlr.training import (
+    TrainingError,
+    TrainSettings,
+    fit_arm,
+    patient_folds,
+    predict_proba,
+    predictions,
+)
+
+runner = CliRunner()
+
+
+def simulated(n=240, n_features=40, seed=0, shift=0.0):
+    """A labelled cohort of patients with 1-2 vertebrae and features that carry the class."""
+    rng = np.random.default_rng(seed)
+    patients = np.sort(rng.integers(0, int(n * 0.8), n))
+    y = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, n_features))
+    X[:, 0] += 1.2 * y
+    X[:, 1] += 1.0 * (y == 2)
+    X[:, 2] -= 1.0 * (y == 1)
+    X[:, 3] += shift
+    ids = [f"c{i:03d}" for i in range(n)]
+    features = pd.DataFrame(
+        X,
+        index=pd.Index(ids, name="case_id"),
+        columns=[f"original_firstorder_F{i}" for i in range(n_features)],
+    )
+    unique = np.unique(patients)
+    cohort_of = {
+        p: (
+            "train"
+            if k < len(unique) * 0.6
+            else "internal"
+            if k < len(unique) * 0.8
+            else "external"
+        )
+        for k, p in enumerate(unique)
+    }
+    cohort = pd.DataFrame(
+        {
+            "case_id": ids,
+            "patient_id": [f"P{p}" for p in patients],
+            "label": pd.array(y, dtype="Int64"),
+            "cohort": [cohort_of[p] for p in patients],
+            "centre": "A",
+        },
+        index=ids,
+    )
+    return features, cohort
+
+
+QUICK = TrainSettings(classifiers=("lr", "rf", "knn"), quick=True, folds=3, jobs=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return simulated()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    features, cohort = data
+    return fit_arm(features, cohort, "demo", QUICK, progress=False)
+
+
+def test_patients_never_straddle_folds(data):
+    _, cohort = data
+    train = cohort[cohort["cohort"] == "train"]
+    groups = train["patient_id"].to_numpy()
+    y = train["label"].astype(int).to_numpy()
+    folds = patient_folds(y, groups, 5, seed=0)
+    seen = set()
+    for train_idx, test_idx in folds:
+        assert set(groups[train_idx]).isdisjoint(groups[test_idx])
+        seen |= set(test_idx)
+    assert seen == set(range(len(y)))
+
+
+def test_fit_records_and_choice(fitted, data):
+    _, cohort = data
+    assert fitted.chosen in ("lr", "rf", "knn")
+    assert 0.5 < fitted.chosen_score <= 1
+    assert "original_firstorder_F0" in fitted.selected
+    assert set(fitted.cv_results["classifier"]) == {"lr", "rf", "knn"}
+    assert fitted.cv_results["fold"].nunique() == 3
+    oof = fitted.oof[fitted.oof["classifier"] == fitted.chosen]
+    train_ids = cohort.index[cohort["cohort"] == "train"]
+    assert set(oof.index) == set(train_ids)
+    np.testing.assert_allclose(oof[["p0", "p1", "p2"]].sum(axis=1), 1.0)
+
+
+def test_no_row_outside_training_reaches_a_fit(data, fitted):
+    """Changing any value of a non-training row leaves selection, scaler and models unchanged."""
+    features, cohort = data
+    changed = features.copy()
+    outside = cohort.index[cohort["cohort"] != "train"]
+    changed.loc[outside] = np.random.default_rng(5).normal(40, 9, size=(len(outside), 40))
+    other = cohort.copy()
+    other.loc[outside, "label"] = (other.loc[outside, "label"] + 1) % 3
+    again = fit_arm(changed, other, "demo", QUICK, progress=False)
+    first_scale, second_scale = (f.selection.named_steps["scale"] for f in (fitted, again))
+    np.testing.assert_array_equal(first_scale.mean_, second_scale.mean_)
+    np.testing.assert_array_equal(first_scale.scale_, second_scale.scale_)
+    np.testing.assert_array_equal(
+        fitted.selection.named_steps["lasso"].coef_, again.selection.named_steps["lasso"].coef_
+    )
+    assert fitted.selected == again.selected
+    train_rows = features.loc[cohort.index[cohort["cohort"] == "train"]]
+    for key in fitted.models:
+        np.testing.assert_array_equal(
+            predict_proba(fitted.models[key], train_rows),
+            predict_proba(again.models[key], train_rows),
+        )
+    pd.testing.assert_frame_equal(fitted.cv_results, again.cv_results)
+
+
+def test_choice_on_internal_never_looks_at_external(data):
+    features, cohort = data
+    settings = TrainSettings(classifiers=("lr", "knn"), quick=True, folds=3, select_on="internal")
+    first = fit_arm(features, cohort, "demo", settings, progress=False)
+    scrambled = cohort.copy()
+    external = scrambled.index[scrambled["cohort"] == "external"]
+    scrambled.loc[external, "label"] = (scrambled.loc[external, "label"] + 1) % 3
+    second = fit_arm(features, scrambled, "demo", settings, progress=False)
+    assert first.chosen == second.chosen and first.chosen_score == second.chosen_score
+
+
+def test_evaluation_tables_and_missing_class(fitted, data):
+    features, cohort = data
+    preds = predictions(fitted, features, cohort)
+    # an external cohort without class 1 cannot give a class-1 AUC: it says so, it does not crash
+    keep = ~((preds["cohort"] == "external") & (preds["label"] == 1))
+    evaluation = evaluate(preds[keep], fitted.chosen)
+    external = evaluation.performance[evaluation.performance["cohort"] == "external"]
+    assert external["note"].str.contains("cohort external: class 1 has no cases").all()
+    internal = evaluation.performance[evaluation.performance["cohort"] == "internal"]
+    assert (internal["macro_auc"].between(0, 1)).all() and (internal["note"] == "").all()
+    assert {"argmax", "youden"} <= set(evaluation.metrics["decision"])
+    assert set(evaluation.thresholds) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("key", CLASSIFIERS)
+def test_shap_additivity_for_every_model_type(key):
+    from sklearn.pipeline import Pipeline
+
+    from ovfdlr.selection import selection_pipeline
+
+    features, cohort = simulated(n=150, n_features=12, seed=3)
+    y = cohort["label"].astype(int).to_numpy()
+    selection = selection_pipeline(lasso_Cs=4, cv=3).fit(features, y)
+    Z = selection.transform(features)
+    model = Pipeline([("selection", selection), ("classifier", make_classifier(key).fit(Z, y))])
+    result = explain(model, features.iloc[:100], features.iloc[100:110], kernel_samples=200)
+    assert result.values.shape == (10, Z.shape[1], 3)
+    assert result.additivity_error() < 1e-6, (key, result.additivity_error())
+    importance = result.importance()
+    assert list(importance.columns) == ["class 0", "class 1", "class 2", "overall"]
+    assert importance["overall"].is_monotonic_decreasing
+
+
+def test_training_needs_every_class(data):
+    features, cohort = data
+    no_two = cohort.copy()
+    no_two.loc[(no_two["cohort"] == "train") & (no_two["label"] == 2), "label"] = 1
+    with pytest.raises(TrainingError, match="no case of class 2"):
+        fit_arm(features, no_two, "demo", QUICK, progress=False)
+
+
+def _write_inputs(folder, features, cohort, name="features"):
+    folder.mkdir(parents=True, exist_ok=True)
+    features.to_parquet(folder / f"{name}.parquet")
+    manifest = cohort.assign(image="ct.nii.gz", mask="mask.nii.gz", mask_label=1)
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    return folder / f"{name}.parquet", folder / "manifest.csv"
+
+
+def test_train_command_is_deterministic_and_compare_runs(tmp_path):
+    features, cohort = simulated(seed=4)
+    table, manifest = _write_inputs(tmp_path / "inputs", features, cohort)
+    args = [
+        "train",
+        str(table),
+        "--manifest",
+        str(manifest),
+        "--classifiers",
+        "lr,rf",
+        "--quick",
+        "--folds",
+        "3",
+        "--jobs",
+        "2",
+    ]
+    outputs = []
+    for name in ("run1", "run2"):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        outputs.append(tmp_path / name)
+    first, second = outputs
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(first / "predictions.parquet"),
+        pd.read_parquet(second / "predictions.parquet"),
+    )
+    for name in ("performance", "per_class_auc", "metrics", "selected_features", "shap_importance"):
+        assert (first / "tables" / f"{name}.csv").read_bytes() == (
+            second / "tables" / f"{name}.csv"
+        ).read_bytes(), name
+    summary = json.loads((first / "arm.json").read_text())
+    assert summary["chosen"] in ("lr", "rf") and summary["selected_features"]
+    for figure in (
+        "roc-external",
+        "confusion-internal",
+        "calibration-train-cv",
+        "decision-external",
+        "selection-funnel",
+        "lasso-cv",
+        "shap-bar",
+        "shap-beeswarm-class2",
+        "shap-waterfall-1",
+    ):
+        for suffix in (".png", ".svg"):
+            assert (first / "figures" / f"{figure}{suffix}").is_file(), figure
+    model = load_model(first / "models" / f"{summary['chosen']}.skops")
+    preds = pd.read_parquet(first / "predictions.parquet")
+    mine = preds[(preds["classifier"] == summary["chosen"]) & (preds["cohort"] == "external")]
+    np.testing.assert_allclose(
+        predict_proba(model, features.loc[mine.index]),
+        mine[["p0", "p1", "p2"]].to_numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
+
+    # a second arm with a different feature set, then the paired comparison
+    other = features.iloc[:, 5:].copy()
+    table_b, _ = _write_inputs(tmp_path / "inputs", other, cohort, name="other")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(table_b),
+            "--manifest",
+            str(manifest),
+            "--classifiers",
+            "lr",
+            "--quick",
+            "--folds",
+            "3",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["compare", str(first), str(tmp_path / "b"), "--out", str(tmp_path / "comparison.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    comparison = pd.read_csv(tmp_path / "comparison.csv")
+    assert {"macro (DeLong, stratified)", "macro (bootstrap)", "per class (DeLong, paired)"} <= set(
+        comparison["test"]
+    )
+    assert comparison["p_value"].between(0, 1).all()
+    assert set(comparison["cohort"]) >= {"internal", "external"}
+
+
+def test_tampered_model_file_is_refused(tmp_path, fitted):
+    import zipfile
+
+    from ovfdlr.modelio import save_model
+
+    path = save_model(fitted.models["lr"], tmp_path / "lr.skops")
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+        members = {n: archive.read(n) for n in archive.namelist() if n != "schema.json"}
+    text = (
+        json.dumps(schema)
+        .replace('"sklearn.pipeline"', '"os"', 1)
+        .replace('"Pipeline"', '"system"', 1)
+    )
+    tampered = tmp_path / "tampered.skops"
+    with zipfile.ZipFile(tampered, "w") as archive:
+        archive.writestr("schema.json", text)
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ModelFileError, match=r"refused.*os\.system"):
+        load_model(tampered)
+    (tmp_path / "foreign.skops").write_bytes(b"PK not really")
+    with pytest.raises(ModelFileError, match="not a readable skops model file"):
+        load_model(tmp_path / "foreign.skops")
