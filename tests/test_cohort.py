@@ -47,9 +47,11 @@ def test_valid_manifest_passes_and_summarises(tmp_path):
     assert classes.loc["train", "class 1"] == 1
     assert classes.loc["train", "patients"] == 1
     assert classes.loc["(all)", "(all)"] == 4
+    assert classes.loc["(all)", "patients"] == 3
     centres = centre_table(report.cohort)
     assert centres.loc["B", "external"] == 1
     assert centres.loc["A", "patients"] == 2
+    assert centres.loc["(all)", "patients"] == 3
 
     result = runner.invoke(app, ["validate", str(path), "--jobs", "1"])
     assert result.exit_code == 0, result.output

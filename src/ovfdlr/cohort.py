@@ -454,6 +454,4 @@ def centre_table(cohort: pd.DataFrame) -> pd.DataFrame:
 
 def _patients_per(cohort: pd.DataFrame, column: str, index: pd.Index) -> list[int]:
     counts = cohort.groupby(column)["patient_id"].nunique()
-    return [
-        int(counts.get(k, cohort["patient_id"].nunique() if k == "total" else 0)) for k in index
-    ]
+    return [int(counts.get(k, cohort["patient_id"].nunique() if k == TOTAL else 0)) for k in index]
