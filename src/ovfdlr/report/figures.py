@@ -220,3 +220,23 @@ def shap_waterfall_figure(result, case: int, class_index: int, title: str, top: 
     figure.set_size_inches(7, 0.35 * top + 1.8)
     plt.title(title, fontsize=9)
     return figure
+
+
+def finetune_figure(curve: pd.DataFrame, arm: str):
+    """Fine-tuning curve: training and hold-out loss, and hold-out accuracy, per epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(7.0, 2.8))
+    loss_axis.plot(curve["epoch"], curve["train_loss"], marker="o", ms=3, label="training")
+    if "holdout_loss" in curve:
+        loss_axis.plot(curve["epoch"], curve["holdout_loss"], marker="o", ms=3, label="hold-out")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss")
+    loss_axis.legend(fontsize=7)
+    if "holdout_accuracy" in curve:
+        accuracy_axis.plot(curve["epoch"], curve["holdout_accuracy"], marker="o", ms=3, color="k")
+    accuracy_axis.set(xlabel="epoch", ylabel="hold-out accuracy", ylim=(0, 1))
+    for axis in (loss_axis, accuracy_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.suptitle(f"fine-tuning ({arm})", fontsize=9)
+    figure.tight_layout()
+    return figure

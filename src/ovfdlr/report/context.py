@@ -1,0 +1,571 @@
+"""Reading a run folder into what the report template shows.
+
+Only files that ``ovfdlr run`` writes are read: ``run.json``, ``config.yaml``, the CSV tables
+under ``tables/`` and ``arms/<arm>/tables/``, ``arms/<arm>/arm.json`` and ``selection.json``,
+the PNG figures, and the fine-tuning curves under ``features/``. Images of the cohort (CT
+volumes, masks, DICOM files) are never opened, so nothing from an image header can reach the
+report; cases appear only under the manifest's ``case_id``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ovfdlr import __version__
+from ovfdlr.classifiers import NAMES
+from ovfdlr.evaluation import cohort_order
+from ovfdlr.report import formatting as fmt
+
+REQUIRED_RUN_FILES = (
+    "run.json",
+    "config.yaml",
+    "tables/cohort_classes.csv",
+    "tables/cohort_centres.csv",
+)
+REQUIRED_ARM_FILES = (
+    "arm.json",
+    "selection.json",
+    "tables/performance.csv",
+    "tables/selected_features.csv",
+    "tables/selection_stability.csv",
+    "figures/selection-funnel.png",
+    "figures/lasso-cv.png",
+)
+PER_COHORT_FIGURES = ("roc", "confusion", "calibration", "decision")
+CLASSES = (0, 1, 2)
+CALIBRATION_COLUMNS = {
+    "brier": "Brier score",
+    "ece_top_label": "ECE (top label)",
+    "ece_classwise": "ECE (class-wise)",
+}
+
+
+class ReportError(ValueError):
+    """A run folder the report cannot be built from; the message names the file and the fault."""
+
+
+@dataclass
+class Figure:
+    """A PNG figure embedded as a data URI, with links to its PNG and SVG files."""
+
+    title: str
+    src: str
+    png: str
+    svg: str | None = None
+
+
+@dataclass
+class Table:
+    """A table as display strings, with a link to its CSV file."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    csv: str | None = None
+    row_classes: list[str] = field(default_factory=list)
+    caption: str = ""
+
+
+@dataclass
+class ArmView:
+    """Everything the report shows of one arm."""
+
+    name: str
+    statement: str
+    untrained: bool
+    chosen: str
+    chosen_name: str
+    folder: str
+    funnel: Figure
+    lasso: Figure
+    lasso_C: str
+    features: Table
+    stability: Table
+    performance: Table
+    roc: list[Figure]
+    confusion: list[Figure]
+    calibration: list[Figure]
+    calibration_summary: Table | None
+    decision: list[Figure]
+    shap: dict[str, Any] | None
+    finetune_curve: Figure | None
+    gradcam: list[Figure]
+    table_links: list[tuple[str, str]]
+    missing_figures: list[str]
+    warnings: list[str]
+
+
+class RunFolder:
+    """A run folder and the folder the report is written to (links are relative to it)."""
+
+    def __init__(self, run_dir: Path, report_dir: Path):
+        self.root = Path(run_dir)
+        self.report_dir = Path(report_dir)
+
+    def path(self, relative: str | Path) -> Path:
+        return self.root / relative
+
+    def link(self, path: Path) -> str:
+        """``path`` relative to the report's folder, with forward slashes."""
+        return Path(os.path.relpath(path, self.report_dir)).as_posix()
+
+    def read_json(self, path: Path) -> dict:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"{path} is not valid JSON: {exc}") from exc
+
+    def read_csv(self, path: Path, **kwargs) -> pd.DataFrame:
+        try:
+            return pd.read_csv(path, **kwargs)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ReportError(f"{path} is not a readable CSV table: {exc}") from exc
+
+    def figure(self, path: Path, title: str) -> Figure:
+        """Embed the PNG at ``path``; link it and its SVG twin when there is one."""
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        svg = path.with_suffix(".svg")
+        return Figure(
+            title,
+            f"data:image/png;base64,{data}",
+            self.link(path),
+            self.link(svg) if svg.is_file() else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+def check_required(run: RunFolder, manifest: dict) -> None:
+    """Raise :class:`ReportError` naming every required file that is missing."""
+    missing = [run.path(name) for name in REQUIRED_RUN_FILES if not run.path(name).is_file()]
+    for name, info in (manifest.get("arms") or {}).items():
+        folder = run.path(info.get("folder", f"arms/{name}"))
+        missing += [folder / f for f in REQUIRED_ARM_FILES if not (folder / f).is_file()]
+    if missing:
+        listed = "\n  ".join(str(p) for p in missing)
+        raise ReportError(f"the run folder {run.root} lacks required file(s):\n  {listed}")
+
+
+def read_manifest(run: RunFolder) -> dict:
+    """``run.json``, checked for the one key the report cannot do without (``arms``)."""
+    path = run.path("run.json")
+    if not path.is_file():
+        raise ReportError(f"the run folder {run.root} lacks required file(s):\n  {path}")
+    manifest = run.read_json(path)
+    arms = manifest.get("arms")
+    if not isinstance(arms, dict) or not arms:
+        raise ReportError(f"{path}: 'arms' must name at least one arm with its folder")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def frame_table(
+    frame: pd.DataFrame, csv: str | None = None, digits: int = 3, caption: str = ""
+) -> Table:
+    """A table from a data frame as it stands, numbers with ``digits`` decimals."""
+
+    def cell(value) -> str:
+        if isinstance(value, float) and not fmt.is_missing(value) and value.is_integer():
+            return str(int(value))
+        return fmt.number(value, digits) if isinstance(value, float) else str(value)
+
+    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return Table([str(c) for c in frame.columns], rows, csv, caption=caption)
+
+
+def csv_table(run: RunFolder, path: Path, digits: int = 3, caption: str = "") -> Table:
+    frame = run.read_csv(path, keep_default_na=False, na_values=[""])
+    return frame_table(frame, run.link(path), digits, caption)
+
+
+def _ci(row: pd.Series, name: str, digits: int = 3) -> str:
+    return fmt.estimate(
+        row.get(name), row.get(f"{name}_lower"), row.get(f"{name}_upper"), digits=digits
+    )
+
+
+def performance_table(run: RunFolder, path: Path, chosen: str) -> Table:
+    """Every classifier on every cohort; the chosen model's rows marked."""
+    frame = run.read_csv(path)
+    order = {c: i for i, c in enumerate(cohort_order(frame["cohort"]))}
+    frame = frame.assign(
+        _chosen=frame["classifier"] != chosen, _cohort=frame["cohort"].map(order)
+    ).sort_values(["_chosen", "classifier", "_cohort"], kind="stable")
+    rows, classes = [], []
+    for _, row in frame.iterrows():
+        key = str(row["classifier"])
+        name = NAMES.get(key, key) + (" (chosen)" if key == chosen else "")
+        rows.append(
+            [
+                name,
+                str(row["cohort"]),
+                fmt.number(row.get("n"), 0),
+                _ci(row, "macro_auc"),
+                _ci(row, "micro_auc"),
+                _ci(row, "accuracy"),
+                _ci(row, "sensitivity"),
+                _ci(row, "specificity"),
+                _ci(row, "f1"),
+                "" if fmt.is_missing(row.get("note")) else str(row["note"]),
+            ]
+        )
+        classes.append("chosen" if key == chosen else "")
+    columns = [
+        "classifier",
+        "cohort",
+        "n",
+        "macro AUC (95% CI)",
+        "micro AUC (95% CI)",
+        "accuracy (95% CI)",
+        "sensitivity (macro)",
+        "specificity (macro)",
+        "F1 (macro)",
+        "note",
+    ]
+    return Table(columns, rows, run.link(path), classes)
+
+
+def features_table(run: RunFolder, coefficients: Path, stability: Path) -> Table:
+    """The final features with their LASSO coefficient per class and fold frequency."""
+    coef = run.read_csv(coefficients, index_col=0)
+    freq = run.read_csv(stability, index_col=0).iloc[:, 0] if stability.is_file() else None
+    order = coef.abs().max(axis=1).sort_values(ascending=False, kind="stable").index
+    rows = []
+    for feature in order:
+        share = freq.get(feature) if freq is not None else None
+        rows.append(
+            [str(feature)]
+            + [fmt.number(coef.at[feature, c], 3) for c in coef.columns]
+            + [fmt.MISSING if fmt.is_missing(share) else f"{float(share):.0%}"]
+        )
+    columns = ["feature", *(f"coefficient, {c}" for c in coef.columns), "selected in CV folds"]
+    return Table(columns, rows, run.link(coefficients))
+
+
+def stability_table(run: RunFolder, path: Path, selected: list[str], top: int = 25) -> Table:
+    """How often each feature was selected across the CV folds (the most frequent ``top``)."""
+    freq = run.read_csv(path, index_col=0).iloc[:, 0]
+    rows = [
+        [str(f), f"{float(v):.0%}", "yes" if f in selected else "no"]
+        for f, v in freq.head(top).items()
+    ]
+    caption = (
+        f"{len(freq)} features were selected in at least one fold"
+        + (f"; the {top} most frequent are shown" if len(freq) > top else "")
+        + "."
+    )
+    return Table(
+        ["feature", "selected in CV folds", "in the final model"], rows, run.link(path), [], caption
+    )
+
+
+def summary_table(arms: list[tuple[str, dict]]) -> Table:
+    """The chosen model of every arm: macro AUC with 95% CI per cohort (from ``arm.json``)."""
+    cohorts = cohort_order([c for _, summary in arms for c in summary.get("macro_auc", {})])
+    rows = []
+    for name, summary in arms:
+        chosen = str(summary.get("chosen", ""))
+        aucs = summary.get("macro_auc", {})
+        rows.append(
+            [name, NAMES.get(chosen, chosen)]
+            + [
+                fmt.estimate(a.get("auc"), a.get("lower"), a.get("upper"))
+                if (a := aucs.get(c))
+                else fmt.MISSING
+                for c in cohorts
+            ]
+        )
+    return Table(["arm", "chosen model", *cohorts], rows, caption="macro one-vs-rest AUC (95% CI)")
+
+
+def comparison_tables(run: RunFolder, path: Path) -> list[tuple[str, Table]]:
+    """``tables/comparison.csv``: one table per pair of arms, p-values within [0, 1]."""
+    frame = run.read_csv(path)
+    tables = []
+    for (arm_a, arm_b), pair in frame.groupby(["arm_a", "arm_b"], sort=False):
+        rows = []
+        order = {c: i for i, c in enumerate(cohort_order(pair["cohort"]))}
+        pair = pair.assign(_cohort=pair["cohort"].map(order)).sort_values("_cohort", kind="stable")
+        for number, (_, row) in enumerate(pair.iterrows(), start=2):
+            try:
+                p = fmt.p_value(row.get("p_value"))
+            except ValueError as exc:
+                raise ReportError(f"{path}, row {number}: {exc}") from exc
+            rows.append(
+                [
+                    str(row["cohort"]),
+                    fmt.number(row.get("n"), 0),
+                    str(row.get("test", "")),
+                    str(row.get("class", "")),
+                    fmt.number(row.get("auc_a")),
+                    fmt.number(row.get("auc_b")),
+                    fmt.estimate(row.get("difference"), row.get("ci_lower"), row.get("ci_upper")),
+                    fmt.number(row.get("statistic"), 2),
+                    p,
+                    "" if fmt.is_missing(row.get("note")) else str(row["note"]),
+                ]
+            )
+        columns = [
+            "cohort",
+            "n",
+            "test",
+            "class",
+            f"AUC {arm_a}",
+            f"AUC {arm_b}",
+            "difference (95% CI)",
+            "statistic",
+            "p",
+            "note",
+        ]
+        tables.append((f"{arm_a} vs {arm_b}", Table(columns, rows, run.link(path))))
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# arms
+
+
+def weights_statement(name: str, info: dict) -> tuple[str, bool]:
+    """A plain sentence on an arm's deep weights, and whether its network is untrained."""
+    sets = ", ".join(info.get("feature_sets") or []) or "no feature sets recorded"
+    deep = info.get("deep")
+    if not deep:
+        return f"{name}: no deep features (feature sets: {sets}).", False
+    weights = deep.get("weights") or "weights not recorded"
+    label = deep.get("label") or weights
+    untrained = deep.get("pretrained") is False
+    if untrained:
+        text = (
+            f"{name}: deep features from an UNTRAINED ResNet-50 ({label}; {weights}): random "
+            "weights that carry no pretrained knowledge"
+        )
+    else:
+        text = f"{name}: deep features from {label} (weights: {weights})"
+    if deep.get("finetuned"):
+        text += ", fine-tuned on the training cohort"
+    return f"{text}. Feature sets: {sets}.", untrained
+
+
+def _cohort_figures(
+    run: RunFolder, figures: Path, kind: str, cohorts: list[str], missing: list[str]
+) -> list[Figure]:
+    found = []
+    for cohort in cohorts:
+        path = figures / f"{kind}-{fmt.cohort_slug(cohort)}.png"
+        if path.is_file():
+            found.append(run.figure(path, cohort))
+        else:
+            missing.append(f"{kind} figure for cohort '{cohort}' ({run.link(path)})")
+    return found
+
+
+def _shap(run: RunFolder, folder: Path) -> dict[str, Any] | None:
+    figures = folder / "figures"
+    bar = figures / "shap-bar.png"
+    if not bar.is_file():
+        return None
+    importance = folder / "tables" / "shap_importance.csv"
+    table = None
+    if importance.is_file():
+        frame = run.read_csv(importance).head(15)
+        table = frame_table(frame, run.link(importance), caption="mean |SHAP| per class")
+    return {
+        "bar": run.figure(bar, "global importance"),
+        "beeswarms": [
+            run.figure(p, f"class {c}")
+            for c in CLASSES
+            if (p := figures / f"shap-beeswarm-class{c}.png").is_file()
+        ],
+        "waterfalls": [
+            run.figure(p, f"example {p.stem.rsplit('-', 1)[-1]}")
+            for p in sorted(figures.glob("shap-waterfall-*.png"))
+        ],
+        "importance": table,
+    }
+
+
+def _finetune(run: RunFolder, name: str) -> tuple[Figure | None, list[Figure]]:
+    """The fine-tuning curve (drawn here, saved as PNG and SVG under ``figures/``) and the
+    Grad-CAM overlays of an arm, when fine-tuning ran."""
+    from ovfdlr.report import figures
+
+    curve_path = run.path(f"features/finetuned-{name}.curve.csv")
+    curve = None
+    if curve_path.is_file():
+        frame = run.read_csv(curve_path)
+        stem = run.path(f"figures/finetune-{name}")
+        figures.save(figures.finetune_figure(frame, name), stem)
+        curve = run.figure(stem.with_suffix(".png"), f"fine-tuning ({name})")
+    gradcam = [
+        run.figure(p, p.stem.removeprefix("gradcam-"))
+        for p in sorted(run.path(f"features/gradcam-{name}").glob("gradcam-*.png"))
+    ]
+    return curve, gradcam
+
+
+def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
+    """Read one arm folder."""
+    folder = run.path(info.get("folder", f"arms/{name}"))
+    tables, figures = folder / "tables", folder / "figures"
+    summary = run.read_json(folder / "arm.json")
+    selection = run.read_json(folder / "selection.json")
+    chosen = str(summary.get("chosen") or info.get("chosen", ""))
+    statement, untrained = weights_statement(name, info)
+    performance = run.read_csv(tables / "performance.csv")
+    cohorts = cohort_order(performance["cohort"])
+    missing: list[str] = []
+    calibration_summary = None
+    if (tables / "calibration_summary.csv").is_file():
+        path = tables / "calibration_summary.csv"
+        calibration_summary = frame_table(
+            run.read_csv(path).rename(columns=CALIBRATION_COLUMNS),
+            run.link(path),
+            caption="the chosen model's calibration per cohort",
+        )
+    curve, gradcam = _finetune(run, name)
+    return ArmView(
+        name=name,
+        statement=statement,
+        untrained=untrained,
+        chosen=chosen,
+        chosen_name=NAMES.get(chosen, chosen),
+        folder=run.link(folder),
+        funnel=run.figure(figures / "selection-funnel.png", "selection funnel"),
+        lasso=run.figure(figures / "lasso-cv.png", "LASSO cross-validation"),
+        lasso_C=fmt.number(selection.get("lasso_C"), 4),
+        features=features_table(
+            run, tables / "selected_features.csv", tables / "selection_stability.csv"
+        ),
+        stability=stability_table(
+            run, tables / "selection_stability.csv", list(summary.get("selected_features", []))
+        ),
+        performance=performance_table(run, tables / "performance.csv", chosen),
+        roc=_cohort_figures(run, figures, "roc", cohorts, missing),
+        confusion=_cohort_figures(run, figures, "confusion", cohorts, missing),
+        calibration=_cohort_figures(run, figures, "calibration", cohorts, missing),
+        calibration_summary=calibration_summary,
+        decision=_cohort_figures(run, figures, "decision", cohorts, missing),
+        shap=_shap(run, folder),
+        finetune_curve=curve,
+        gradcam=gradcam,
+        table_links=[(p.stem, run.link(p)) for p in sorted(tables.glob("*.csv"))],
+        missing_figures=missing,
+        warnings=[str(w) for w in summary.get("warnings", [])],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
+    """Seed, config, versions, stage timings, hashes, warnings and failures of the run."""
+    stages = manifest.get("stages") or []
+    stage_rows = [
+        [str(s.get("name", "")), fmt.seconds(s.get("seconds")), str(s.get("status", ""))]
+        for s in stages
+    ]
+    if stages:
+        total = sum(float(s.get("seconds") or 0) for s in stages)
+        stage_rows.append(["total", fmt.seconds(total), ""])
+    versions = manifest.get("versions") or {}
+    errors_path = run.path("errors.csv")
+    errors = None
+    if errors_path.is_file():
+        frame = run.read_csv(errors_path, dtype=str, keep_default_na=False)
+        ids = frame["case_id"].tolist() if "case_id" in frame.columns else []
+        errors = {"link": run.link(errors_path), "case_ids": ids}
+    data = manifest.get("manifest") or {}
+    return {
+        "seed": manifest.get("seed", fmt.MISSING),
+        "created": manifest.get("created", fmt.MISSING),
+        "ovfdlr": manifest.get("ovfdlr", fmt.MISSING),
+        "config_text": run.path("config.yaml").read_text(encoding="utf-8"),
+        "config_link": run.link(run.path("config.yaml")),
+        "config_sha256": manifest.get("config_sha256", fmt.MISSING),
+        "versions": Table(["package", "version"], [[k, str(v)] for k, v in versions.items()]),
+        "stages": Table(["stage", "time", "status"], stage_rows),
+        "manifest_path": data.get("path", fmt.MISSING),
+        "manifest_sha256": data.get("sha256", fmt.MISSING),
+        "manifest_cases": data.get("cases", fmt.MISSING),
+        "data_sha256": manifest.get("data_sha256", fmt.MISSING),
+        "training_cohort": manifest.get("training_cohort", "train"),
+        "warnings": [str(w) for w in manifest.get("warnings") or []],
+        "failed_cases": manifest.get("failed_cases", 0),
+        "errors": errors,
+        "log": run.link(run.path("run.log")) if run.path("run.log").is_file() else None,
+    }
+
+
+def _in_cohort_order(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Rows (``axis="rows"``, first column) or columns named by cohort in the usual order,
+    anything else (totals, patients) after them in place."""
+    if axis == "rows":
+        keys = frame.iloc[:, 0].astype(str)
+        order = cohort_order(keys)
+        rank = {c: i for i, c in enumerate(order)}
+        return frame.iloc[sorted(range(len(frame)), key=lambda i: rank.get(keys.iat[i], len(rank)))]
+    first, rest = frame.columns[0], [str(c) for c in frame.columns[1:]]
+    known = {"train", "train (cv)", "internal", "external", "prospective"}
+    cohorts = [c for c in rest if c in known or not (c.startswith("(") or c == "patients")]
+    ordered = cohort_order(cohorts) + [c for c in rest if c not in cohorts]
+    return frame[[first, *ordered]]
+
+
+def cohort_section(run: RunFolder) -> dict[str, Table | None]:
+    """Cases per cohort x class, per centre x cohort, and demographics when recorded."""
+    tables = {}
+    for key, name, axis in (
+        ("classes", "cohort_classes", "rows"),
+        ("centres", "cohort_centres", "columns"),
+        ("demographics", "cohort_demographics", "rows"),
+    ):
+        path = run.path(f"tables/{name}.csv")
+        if not path.is_file():
+            tables[key] = None
+            continue
+        frame = run.read_csv(path, keep_default_na=False, na_values=[""])
+        digits = 1 if key == "demographics" else 3
+        tables[key] = frame_table(_in_cohort_order(frame, axis), run.link(path), digits)
+    return tables
+
+
+def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
+    """Everything the template needs, read from ``run_dir`` (see the module docstring)."""
+    run = RunFolder(run_dir, report_dir)
+    manifest = read_manifest(run)
+    check_required(run, manifest)
+    arms = [arm_view(run, name, info) for name, info in manifest["arms"].items()]
+    summaries = [
+        (name, run.read_json(run.path(info.get("folder", f"arms/{name}")) / "arm.json"))
+        for name, info in manifest["arms"].items()
+    ]
+    comparison_path = run.path("tables/comparison.csv")
+    table_links = [
+        (p.relative_to(run.root).as_posix(), run.link(p))
+        for p in sorted(run.path("tables").glob("*.csv"))
+    ]
+    return {
+        "title": "ovfdlr run report",
+        "generator": __version__,
+        "arms": arms,
+        "untrained": [a.name for a in arms if a.untrained],
+        "summary": summary_table(summaries),
+        "meta": metadata(run, manifest),
+        "cohort": cohort_section(run),
+        "inputs": [run.figure(p, p.stem) for p in sorted(run.path("figures").glob("inputs-*.png"))],
+        "comparisons": comparison_tables(run, comparison_path) if comparison_path.is_file() else [],
+        "run_tables": table_links,
+        "finetuned": any(a.finetune_curve or a.gradcam for a in arms),
+    }

@@ -1,0 +1,481 @@
+"""The run report: every section from a run folder, embedded figures, privacy, and a real
+browser loading it (headless Chromium)."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from ovfdlr.arm import compare_dirs, train_arm
+from ovfdlr.cohort import centre_table, class_table
+from ovfdlr.report import browser, figures
+from ovfdlr.report import formatting as fmt
+from ovfdlr.report.browser import BrowserError, check_report, parse_check
+from ovfdlr.report.context import ReportError
+from ovfdlr.report.html import render_report
+from ovfdlr.training import TrainSettings
+
+SETTINGS = TrainSettings(classifiers=("lr", "rf"), quick=True, folds=3, jobs=1)
+PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PID-123456"
+SECTIONS = (
+    "top",
+    "metadata",
+    "cohort",
+    "inputs",
+    "selection",
+    "performance",
+    "roc",
+    "comparison",
+    "calibration",
+    "shap",
+    "finetuning",
+    "limitations",
+    "files",
+)
+DATA_URI = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"')
+
+
+# ---------------------------------------------------------------------------------------------
+# a small run folder, as `ovfdlr run` writes it
+
+
+def simulated_cohort(n: int = 150, n_features: int = 20, seed: int = 0):
+    """Features that carry the class, two centres, three cohorts, ages and sexes."""
+    rng = np.random.default_rng(seed)
+    patients = np.sort(rng.integers(0, int(n * 0.8), n))
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, n_features))
+    x[:, 0] += 1.2 * y
+    x[:, 1] += 1.0 * (y == 2)
+    x[:, 2] -= 1.0 * (y == 1)
+    ids = [f"c{i:03d}" for i in range(n)]
+    features = pd.DataFrame(
+        x,
+        index=pd.Index(ids, name="case_id"),
+        columns=[f"original_firstorder_F{i}" for i in range(n_features)],
+    )
+    unique = np.unique(patients)
+    cohort_of = {
+        p: "train" if k < 0.6 * len(unique) else "internal" if k < 0.8 * len(unique) else "external"
+        for k, p in enumerate(unique)
+    }
+    cohort = pd.DataFrame(
+        {
+            "case_id": ids,
+            "patient_id": [f"P{p}" for p in patients],
+            "label": pd.array(y, dtype="Int64"),
+            "cohort": [cohort_of[p] for p in patients],
+            "centre": ["A" if p % 3 else "B" for p in patients],
+            "age": rng.normal(70, 8, n).round(),
+            "sex": rng.choice(["F", "M"], n, p=[0.7, 0.3]),
+        },
+        index=ids,
+    )
+    return features, cohort
+
+
+def write_dicom_series(folder: Path) -> Path:
+    """A three-slice DICOM series whose headers name a patient."""
+    folder.mkdir(parents=True, exist_ok=True)
+    volume = sitk.GetImageFromArray(np.full((3, 16, 16), 100, np.int16))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(3):
+        image = volume[:, :, z]
+        for tag, value in (
+            ("0010|0010", PATIENT_NAME),
+            ("0010|0020", PATIENT_ID),
+            ("0008|0060", "CT"),
+            ("0020|0013", str(z + 1)),
+            ("0020|0032", f"0\\0\\{z}"),
+        ):
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(image)
+    return folder
+
+
+def small_figure(title: str):
+    figure, axis = plt.subplots(figsize=(3, 2))
+    axis.imshow(np.random.default_rng(0).random((16, 24)), cmap="gray")
+    axis.set_title(title, fontsize=8)
+    axis.axis("off")
+    return figure
+
+
+def write_run(run: Path) -> Path:
+    """Two trained arms (one with an untrained network), their comparison, cohort tables, a
+    contact sheet, a fine-tuning curve with a Grad-CAM overlay, run.json and config.yaml."""
+    features, cohort = simulated_cohort()
+    other = features + np.random.default_rng(1).normal(0, 1.5, features.shape)
+    tables = run / "tables"
+    tables.mkdir(parents=True)
+    train_arm(features, cohort, "radimagenet", run / "arms/radimagenet", SETTINGS, progress=False)
+    train_arm(
+        other,
+        cohort,
+        "untrained",
+        run / "arms/untrained",
+        SETTINGS,
+        explain_model=False,
+        progress=False,
+    )
+    compare_dirs(run / "arms/radimagenet", run / "arms/untrained").to_csv(
+        tables / "comparison.csv", index=False
+    )
+    class_table(cohort).to_csv(tables / "cohort_classes.csv")
+    centre_table(cohort).to_csv(tables / "cohort_centres.csv")
+    cohort.groupby("cohort").agg(
+        n=("age", "size"),
+        age_mean=("age", "mean"),
+        age_sd=("age", "std"),
+        female_percent=("sex", lambda s: 100 * (s == "F").mean()),
+    ).to_csv(tables / "cohort_demographics.csv")
+    figures.save(small_figure("inputs 1-24"), run / "figures/inputs-001")
+    (run / "features").mkdir()
+    pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "steps": [4, 8, 12],
+            "train_loss": [1.1, 0.9, 0.8],
+            "holdout_loss": [1.05, 0.95, 0.97],
+            "holdout_accuracy": [0.40, 0.50, 0.48],
+        }
+    ).to_csv(run / "features/finetuned-radimagenet.curve.csv", index=False)
+    gradcam = run / "features/gradcam-radimagenet/gradcam-c001.png"
+    gradcam.parent.mkdir(parents=True)
+    small_figure("c001").savefig(gradcam)
+
+    # the cohort the manifest names: one case is a DICOM series with a patient's name inside
+    manifest_dir = run / "cohort"
+    write_dicom_series(manifest_dir / "dicom-c000")
+    manifest = cohort.assign(image="dicom-c000", mask="c000_mask.nii.gz", mask_label=1)
+    manifest.to_csv(manifest_dir / "manifest.csv", index=False)
+    pd.DataFrame([{"case_id": "c149", "stage": "radiomics", "reason": "empty mask"}]).to_csv(
+        run / "errors.csv", index=False
+    )
+    (run / "run.log").write_text("run started\n")
+    config = {"seed": 0, "manifest": "cohort/manifest.csv", "arms": ["radimagenet", "untrained"]}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    arms = {
+        "radimagenet": {
+            "folder": "arms/radimagenet",
+            "feature_sets": ["radiomics", "morphometry", "deep"],
+            "deep": {
+                "weights": "radimagenet:resnet50",
+                "label": "ResNet-50 (RadImageNet)",
+                "pretrained": True,
+                "finetuned": True,
+            },
+            "chosen": json.loads((run / "arms/radimagenet/arm.json").read_text(encoding="utf-8"))[
+                "chosen"
+            ],
+        },
+        "untrained": {
+            "folder": "arms/untrained",
+            "feature_sets": ["radiomics", "deep"],
+            "deep": {
+                "weights": "untrained:seed=0",
+                "label": "ResNet-50 (random weights)",
+                "pretrained": False,
+                "finetuned": False,
+            },
+            "chosen": json.loads((run / "arms/untrained/arm.json").read_text(encoding="utf-8"))[
+                "chosen"
+            ],
+        },
+    }
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "ovfdlr": "0.1.0",
+                "created": "2025-01-31T10:20:30+00:00",
+                "seed": 0,
+                "config_sha256": "ab" * 32,
+                "versions": {"ovfdlr": "0.1.0", "numpy": np.__version__, "pandas": pd.__version__},
+                "manifest": {"path": "cohort/manifest.csv", "sha256": "cd" * 32, "cases": 150},
+                "data_sha256": "ef" * 32,
+                "stages": [
+                    {"name": "cohort", "seconds": 0.5, "status": "computed"},
+                    {"name": "radiomics", "seconds": 75.2, "status": "cached"},
+                    {"name": "train", "seconds": 20.0, "status": "computed"},
+                ],
+                "arms": arms,
+                "comparisons": [["radimagenet", "untrained"]],
+                "training_cohort": "train",
+                "warnings": ["1 case failed in radiomics"],
+                "failed_cases": 1,
+            },
+            indent=2,
+        )
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return write_run(tmp_path_factory.mktemp("report") / "run")
+
+
+@pytest.fixture(scope="module")
+def report(run_dir) -> Path:
+    return render_report(run_dir)
+
+
+@pytest.fixture(scope="module")
+def html(report) -> str:
+    return report.read_text(encoding="utf-8")
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*.skops", "*.svg", "report.html"))
+    return copy
+
+
+def section(html: str, name: str) -> str:
+    """The text of one section of the report."""
+    start = html.index(f'id="{name}"')
+    end = html.find("<section ", start + 1)
+    return html[start : end if end > 0 else len(html)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the page
+
+
+def test_report_is_written_beside_the_run_with_every_section_in_order(run_dir, report, html):
+    assert report == run_dir / "report.html"
+    positions = [html.index(f'id="{name}"') for name in SECTIONS]
+    assert positions == sorted(positions)
+    for heading in ("Run metadata", "Cohort", "Prepared inputs", "Feature selection"):
+        assert f">{heading}</h2>" in html
+
+
+def test_every_figure_is_embedded_once(run_dir, html):
+    expected = (
+        list(run_dir.glob("arms/*/figures/*.png"))
+        + list(run_dir.glob("figures/*.png"))
+        + list(run_dir.glob("features/gradcam-*/*.png"))
+    )
+    assert (run_dir / "figures/finetune-radimagenet.png").is_file()
+    assert (run_dir / "figures/finetune-radimagenet.svg").is_file()
+    assert len(DATA_URI.findall(html)) == len(expected) == html.count("<img ")
+    for kind in ("roc", "confusion", "calibration", "decision"):
+        for arm in ("radimagenet", "untrained"):
+            assert len(list(run_dir.glob(f"arms/{arm}/figures/{kind}-*.png"))) == 4
+
+
+def test_self_contained_with_links_that_resolve(run_dir, html):
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    links = re.findall(r'href="([^"#][^"]*)"', html)
+    assert any(link.endswith(".svg") for link in links)
+    assert any(link.endswith(".csv") for link in links)
+    for link in links:
+        assert (run_dir / link).exists(), link
+    for csv in ("tables/comparison.csv", "arms/radimagenet/tables/performance.csv"):
+        assert f'href="{csv}"' in html
+
+
+def test_header_states_the_weights_and_warns_of_the_untrained_network(html):
+    header = section(html, "top")
+    assert 'id="untrained-warning"' in header
+    assert "untrained network" in header and "untrained" in header
+    assert "deep features from ResNet-50 (RadImageNet)" in header
+    assert "UNTRAINED ResNet-50" in header
+    assert "2025-01-31T10:20:30+00:00" in header and "ovfdlr 0.1.0" in header
+
+
+def test_no_warning_when_every_network_is_pretrained(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path)
+    manifest = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    manifest["arms"]["untrained"]["deep"]["pretrained"] = True
+    (run / "run.json").write_text(json.dumps(manifest))
+    text = render_report(run).read_text(encoding="utf-8")
+    assert "untrained-warning" not in text and "UNTRAINED" not in text
+
+
+def test_metadata_section(html):
+    meta = section(html, "metadata")
+    assert "<details>" in meta and "manifest: cohort/manifest.csv" in meta
+    assert "ab" * 32 in meta and "cd" * 32 in meta and "ef" * 32 in meta
+    assert "1 min 15 s" in meta and "cached" in meta and "total" in meta
+    assert "1 case failed in radiomics" in meta
+    assert 'href="errors.csv"' in meta and "c149" in meta
+    assert f"<td>{np.__version__}</td>" in meta
+
+
+def test_cohort_section(run_dir, html):
+    cohort = section(html, "cohort")
+    classes = pd.read_csv(run_dir / "tables/cohort_classes.csv")
+    for row in classes.itertuples(index=False):
+        assert f"<td>{row.cohort}</td><td>{row[1]}</td><td>{row[2]}</td>" in cohort
+    assert "<th>age_mean</th>" in cohort and "<td>B</td>" in cohort
+
+
+def test_selection_and_performance_tables(run_dir, html):
+    for arm in ("radimagenet", "untrained"):
+        summary = json.loads((run_dir / f"arms/{arm}/arm.json").read_text(encoding="utf-8"))
+        selection = section(html, "selection")
+        for feature in summary["selected_features"]:
+            assert f"<td>{feature}</td>" in selection
+        performance = section(html, "performance")
+        block = performance[performance.index(f'id="performance-{arm}"') :]
+        block = block[: block.find("</table>")]
+        assert block.count("<tr") == 1 + 2 * 4  # header + 2 classifiers x 4 cohorts
+        assert block.count('class="chosen"') == 4
+        assert "(chosen)" in block
+        auc = summary["macro_auc"]["internal"]
+        assert fmt.estimate(auc["auc"], auc["lower"], auc["upper"]) in block
+
+
+def test_p_values_are_shown_within_the_unit_interval(html):
+    comparison = section(html, "comparison")
+    rows = re.findall(r"<tr>(<td>.*?)</tr>", comparison)
+    assert len(rows) == 4 * 5  # 4 cohorts x (2 macro tests + 3 classes)
+    values = [re.findall(r"<td>(.*?)</td>", row)[8] for row in rows]
+    for value in values:
+        assert value == "&lt; 0.001" or 0 <= float(value) <= 1
+        assert value == "&lt; 0.001" or re.fullmatch(r"[01]\.\d{3}", value)
+
+
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [(0.0, "< 0.001"), (0.0004, "< 0.001"), (0.0123, "0.012"), (1.0 + 1e-12, "1.000")],
+)
+def test_p_value_format(p, text):
+    assert fmt.p_value(p) == text
+
+
+def test_a_p_value_above_one_is_refused(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="outside"):
+        fmt.p_value(2.343)
+    run = copy_run(run_dir, tmp_path)
+    comparison = pd.read_csv(run / "tables/comparison.csv")
+    comparison.loc[3, "p_value"] = 2.343
+    comparison.to_csv(run / "tables/comparison.csv", index=False)
+    with pytest.raises(ReportError, match=r"comparison\.csv, row 5: p-value 2\.343"):
+        render_report(run)
+
+
+def test_sections_of_explanations_fine_tuning_and_limitations(html):
+    shap = section(html, "shap")
+    assert shap.count("<img ") == 1 + 3 + 2  # bar, beeswarms, waterfalls of one arm
+    assert "This arm's model was not explained" in shap
+    tuning = section(html, "finetuning")
+    assert tuning.count("<img ") == 2 and "gradcam-c001" not in tuning.split("<img")[0]
+    limitations = section(html, "limitations")
+    for phrase in ("MRI", "oedema", "vacuum cleft", "pain", "synthetic", "not a treatment"):
+        assert phrase in limitations
+
+
+def test_optional_parts_can_be_missing(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path)
+    for path in (
+        "tables/comparison.csv",
+        "tables/cohort_demographics.csv",
+        "figures/inputs-001.png",
+        "errors.csv",
+    ):
+        (run / path).unlink()
+    shutil.rmtree(run / "features")
+    text = render_report(run, tmp_path / "elsewhere" / "r.html").read_text(encoding="utf-8")
+    assert "This run compares no arms." in text
+    assert "No arm was fine-tuned" in text
+    assert "records no age or sex" in text
+    assert "No contact sheet" in text
+    assert 'href="../run/arms/radimagenet/tables/performance.csv"' in text
+
+
+@pytest.mark.parametrize(
+    "missing", ["run.json", "tables/cohort_classes.csv", "arms/untrained/tables/performance.csv"]
+)
+def test_a_missing_required_file_is_named(run_dir, tmp_path, missing):
+    run = copy_run(run_dir, tmp_path)
+    (run / missing).unlink()
+    with pytest.raises(ReportError, match=re.escape(str(run / missing))):
+        render_report(run)
+
+
+def test_no_identifier_from_image_headers(run_dir, tmp_path, monkeypatch):
+    """The report reads no image: names in a DICOM header of the cohort never reach it."""
+    series = run_dir / "cohort/dicom-c000"
+    header = (series / "slice000.dcm").read_bytes()
+    assert PATIENT_NAME.encode() in header and PATIENT_ID.encode() in header
+
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def recording_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report must not read images")
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(io, "open", recording_open)
+    monkeypatch.setattr(sitk, "ReadImage", refuse)
+    monkeypatch.setattr(pydicom, "dcmread", refuse)
+    text = render_report(run_dir, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert opened, "the recorder saw no file: the check would prove nothing"
+    assert not [f for f in opened if "/cohort/" in f or f.endswith((".dcm", ".nii.gz"))]
+    for needle in (PATIENT_NAME, PATIENT_ID, "Doe&#94;Jane", "Doe^"):
+        assert needle not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# a real browser
+
+
+def test_browser_loads_every_image_without_script_errors(run_dir, report, html, tmp_path):
+    png = tmp_path / "report.png"
+    check = check_report(report, png)
+    assert check.images_total == html.count("<img ") > 40
+    assert check.images_loaded == check.images_total
+    assert check.script_errors == []
+    assert check.ok and check.screenshot == png
+    pixels = plt.imread(png)
+    assert pixels.shape[:2] == (2000, 1400)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+
+
+def test_browser_check_sees_broken_images_and_script_errors(report, tmp_path):
+    broken = tmp_path / "broken.html"
+    text = report.read_text(encoding="utf-8").replace(
+        "</body>",
+        '<img src="data:image/png;base64,AAAA"><script>notDefined();</script></body>',
+    )
+    broken.write_text(text, encoding="utf-8")
+    check = check_report(broken, timeout=60)
+    assert check.images_loaded == check.images_total - 1
+    assert len(check.script_errors) == 1 and "notDefined" in check.script_errors[0]
+    assert not check.ok
+
+
+def test_parse_check_without_the_check_element():
+    with pytest.raises(BrowserError, match="not an ovfdlr report"):
+        parse_check("<html><body></body></html>")
+    total, loaded, errors = parse_check('<div id="report-check"></div>')
+    assert (total, loaded) == (0, 0) and "did not run" in errors[0]
+
+
+def test_a_missing_chromium_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.delenv("OVFDLR_CHROMIUM", raising=False)
+    monkeypatch.setattr(browser, "DEFAULT_BINARY", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BrowserError, match="install the Debian package 'chromium'"):
+        browser.find_chromium()
