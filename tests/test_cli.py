@@ -48,11 +48,23 @@ def test_synth_rejects_contradictory_sizes(tmp_path):
     assert "either --n or --paper-scale" in result.output
 
 
-def test_demo_generates_and_validates(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "6", "--jobs", "1"])
-    assert result.exit_code == 0, result.output
-    assert "demo cohort ready" in result.output
-    assert (tmp_path / "cohort" / "manifest.csv").is_file()
+def test_demo_config_is_the_two_arm_design(tmp_path):
+    from ovfdlr.config import load_config
+    from ovfdlr.demo import demo_weights, write_demo_config
+
+    path = write_demo_config(tmp_path, tmp_path / "cohort" / "manifest.csv", seed=3, jobs=1)
+    config = load_config(path)
+    assert [arm.name for arm in config.arms] == ["radiomics", "deep"]
+    assert config.arms[0].deep is None and config.arms[1].deep is not None
+    weights, pretrained = demo_weights()
+    assert config.arms[1].deep.weights == weights
+    assert pretrained == (weights == "imagenet")
+    assert config.pairs() == [("deep", "radiomics")] and config.seed == 3
+
+
+def test_demo_refuses_contradictory_sizes(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "6", "--paper-scale"])
+    assert result.exit_code == 1 and "either --n or --paper-scale" in result.output
 
 
 def test_cli_reference_is_current():

@@ -164,27 +164,92 @@ def synth(
     console.print(f"wrote {len(manifest)} cases to {out / 'manifest.csv'}")
 
 
+def _run_and_summarise(config, out: Path) -> None:
+    from ovfdlr.experiment import RunError, run_experiment, summary_table
+
+    try:
+        payload = run_experiment(config, out)
+    except (RunError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    timings = pd.DataFrame(payload["stages"]).set_index("name").round({"seconds": 1})
+    print_frame(timings, "Stages")
+    print_frame(summary_table(out, payload), "Chosen model per arm", index=False)
+    comparison = out / "tables" / "comparison.csv"
+    if comparison.is_file():
+        table = pd.read_csv(comparison)
+        macro = table[table["test"] == "macro (DeLong, stratified)"]
+        if len(macro):
+            shown = macro[["cohort", "arm_a", "arm_b", "auc_a", "auc_b", "p_value"]].round(4)
+            print_frame(shown, "Arm comparison (macro AUC, stratified DeLong)", index=False)
+    for arm, info in payload["arms"].items():
+        deep = info.get("deep")
+        if deep and not deep.get("pretrained"):
+            err.print(
+                f"[yellow]note:[/] arm '{arm}' used an UNTRAINED ResNet-50: its deep "
+                "features carry no pretrained knowledge",
+                highlight=False,
+            )
+    if payload["failed_cases"]:
+        err.print(
+            f"[yellow]warning:[/] {payload['failed_cases']} case(s) failed; see "
+            f"{out / 'errors.csv'}",
+            highlight=False,
+        )
+    console.print(f"[green]report:[/] {out / 'report.html'}")
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path, typer.Argument(help="Experiment YAML (see docs/cli.md, docs/architecture.md).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: runs/<config name>).")
+    ] = None,
+) -> None:
+    """Run every stage of an experiment (cached per stage, resumable) and write the report."""
+    from ovfdlr.config import ConfigError, load_config
+
+    try:
+        experiment = load_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    _run_and_summarise(experiment, out or Path("runs") / config.stem)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
-    n: Annotated[int | None, typer.Option(help="Number of vertebrae.")] = None,
-    paper_scale: Annotated[bool, typer.Option(help="The paper's cohort sizes.")] = False,
+    n: Annotated[int | None, typer.Option(help="Number of vertebrae (default 100).")] = None,
+    paper_scale: Annotated[bool, typer.Option(help="The paper's cohort sizes (1,098).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = all cores.")] = 0,
 ) -> None:
-    """The main job on the embedded synthetic cohort: generate it, then validate it."""
-    from ovfdlr.cohort import validate_manifest
+    """The main job on the embedded synthetic cohort: generate it, run the two-arm experiment
+    (radiomics + morphometry, and the same fused with ResNet-50 features), write the report."""
+    import time
+
+    from ovfdlr.config import load_config
+    from ovfdlr.demo import DEFAULT_N, demo_weights, write_demo_config
     from ovfdlr.synthetic import generate_cohort
 
     if n is not None and paper_scale:
         raise fail("give either --n or --paper-scale, not both")
+    _, pretrained = demo_weights()
+    if not pretrained:
+        err.print(
+            "[yellow]note:[/] torchvision's ImageNet weights are not cached here: the deep "
+            "arm uses a seeded, UNTRAINED ResNet-50",
+            highlight=False,
+        )
     cohort_dir = out / "cohort"
+    start = time.perf_counter()
+    if not paper_scale and n is None:
+        n = DEFAULT_N
     generate_cohort(cohort_dir, n, paper_scale=paper_scale, seed=seed, jobs=jobs)
-    report = validate_manifest(cohort_dir / "manifest.csv", jobs=jobs, progress=True)
-    _print_report(report)
-    if not report.ok:
-        raise fail(f"the generated cohort has {len(report.errors)} error(s)")
-    console.print(f"[green]demo cohort ready:[/] {cohort_dir / 'manifest.csv'}")
+    console.print(f"[dim]stage[/] synthetic cohort: {time.perf_counter() - start:.1f} s")
+    config = write_demo_config(out, cohort_dir / "manifest.csv", seed=seed, jobs=jobs)
+    _run_and_summarise(load_config(config), out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,3 +620,96 @@ def compare(
         ]
     ].round(4)
     print_frame(shown, f"{table['arm_a'].iloc[0]} vs {table['arm_b'].iloc[0]}", index=False)
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (bundles/<arm> of a run).")],
+    image: Annotated[Path | None, typer.Option(help="CT volume (file or DICOM folder).")] = None,
+    mask: Annotated[Path | None, typer.Option(help="Vertebral-body mask (label map).")] = None,
+    mask_label: Annotated[int, typer.Option(help="Label of the vertebra in the mask.")] = 1,
+    manifest: Annotated[Path | None, typer.Option(help="Score every case of a manifest.")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output prefix: writes <out>.json and <out>.csv.")
+    ] = Path("predictions"),
+    weights: Annotated[
+        str | None, typer.Option(help="Where the bundle's pretrained weights file is here.")
+    ] = None,
+    jobs: JobsOption = 1,
+    cache: CacheOption = None,
+) -> None:
+    """Score new vertebrae: class probabilities, predicted ASTLOF class, top SHAP contributions."""
+    from ovfdlr.bundle import BundleError, load_bundle, write_predictions
+    from ovfdlr.bundle import predict as run_predict
+    from ovfdlr.deep.backbones import WeightsError
+
+    if (manifest is None) == (image is None or mask is None):
+        raise fail("give --image and --mask for one case, or --manifest for many")
+    try:
+        loaded = load_bundle(bundle)
+    except BundleError as exc:
+        raise fail(str(exc)) from None
+    if manifest is not None:
+        cohort = _load_cohort(manifest)
+    else:
+        case_id = image.name.split(".")[0]
+        cohort = pd.DataFrame(
+            {
+                "case_id": [case_id],
+                "patient_id": [case_id],
+                "image": [str(image)],
+                "mask": [str(mask)],
+                "mask_label": [mask_label],
+                "label": [pd.NA],
+                "cohort": ["new"],
+                "centre": [""],
+            },
+            index=[case_id],
+        )
+    cache_dir = _check_outputs(out.with_suffix(".json"), cache)
+    try:
+        table, failures = run_predict(
+            loaded, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir
+        )
+    except (BundleError, WeightsError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    for row in failures.itertuples(index=False):
+        err.print(f"[red]failed[/] {row.case_id}: {row.reason}", highlight=False)
+    if table.empty:
+        raise fail("no case could be scored")
+    written = write_predictions(table, out)
+    for case_id, row in table.iterrows():
+        top = ", ".join(f"{c['feature']} {c['shap']:+.3f}" for c in row["contributions"][:5])
+        console.print(
+            f"[bold]{case_id}[/]: class {row['predicted_class']} ({row['predicted_name']}); "
+            f"p = {row['p0']:.3f} / {row['p1']:.3f} / {row['p2']:.3f}; top SHAP: {top}",
+            highlight=False,
+        )
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
+    if len(failures):
+        raise fail(f"{len(failures)} case(s) could not be scored")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by ovfdlr run.")],
+    check: Annotated[bool, typer.Option(help="Open it in headless Chromium and check it.")] = False,
+) -> None:
+    """(Re)write a run's report.html, optionally checking it in a real browser."""
+    from ovfdlr.report.html import render_report
+
+    try:
+        path = render_report(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"report: {path}")
+    if check:
+        from ovfdlr.report.browser import check_report
+
+        result = check_report(path, path.with_suffix(".png"))
+        console.print(
+            f"images loaded {result.images_loaded}/{result.images_total}; "
+            f"script errors: {len(result.script_errors)}"
+        )
+        if result.images_loaded != result.images_total or result.script_errors:
+            raise fail("the report did not render cleanly in Chromium")

@@ -18,6 +18,7 @@ recorded as a failure; the other tasks complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -181,25 +182,47 @@ def iter_results(
     return _iter_processes(fn, tasks, n)
 
 
+_COLUMNS = (
+    TextColumn("[bold]{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TaskProgressColumn(),
+    TextColumn("[red]{task.fields[failed]} failed"),
+    TimeElapsedColumn(),
+    TextColumn("ETA"),
+    TimeRemainingColumn(),
+)
+_shared: Progress | None = None
+
+
+@contextmanager
+def shared_progress():
+    """One live display for a whole run: every :func:`progress_bar` inside adds its bar to it."""
+    global _shared
+    if _shared is not None:  # already inside one
+        yield _shared
+        return
+    with Progress(*_COLUMNS, console=console, transient=False) as progress:
+        _shared = progress
+        try:
+            yield progress
+        finally:
+            _shared = None
+
+
 @contextmanager
 def progress_bar(description: str, total: int, *, enabled: bool = True):
-    """A rich progress bar with cases done, failures and ETA; yields ``advance(failed=False)``."""
+    """A rich progress bar with cases done, failures and ETA; yields ``advance(failed=False)``.
+
+    Inside :func:`shared_progress` the bar joins the run's display instead of opening its own.
+    """
     if not enabled:
         yield lambda failed=False: None
         return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("[red]{task.fields[failed]} failed"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-    with progress:
+    with contextlib.ExitStack() as stack:
+        progress = _shared or stack.enter_context(
+            Progress(*_COLUMNS, console=console, transient=False)
+        )
         task = progress.add_task(description, total=total, failed=0)
         failures = 0
 

@@ -1,0 +1,339 @@
+"""Deployable model bundles and ``ovfdlr predict``.
+
+A bundle (``bundles/<arm>/`` of a run) holds everything needed to score a new vertebra:
+
+- ``bundle.json``: the arm, class names, versions, the feature sets with their settings (the
+  resolved PyRadiomics parameters, the morphometry settings, the deep-input settings and the
+  weights reference with its SHA-256), the input columns the model expects, the chosen
+  classifier, the Youden thresholds, the training summary, and the SHA-256 of every other file;
+- ``model.skops``: the fitted selection and classifier, loaded only with ovfdlr's explicit list
+  of trusted types (:mod:`ovfdlr.modelio`);
+- ``radiomics.yaml`` (the PyRadiomics parameter file), ``background.parquet`` (training rows
+  for the SHAP explainer), and ``pca.npz`` / ``finetuned.safetensors`` when the arm used them.
+
+Loading checks every file against its recorded SHA-256: a modified bundle is refused, as is a
+model file holding a type ovfdlr does not trust. Pretrained ImageNet/RadImageNet weights are
+not copied (size, licence); the bundle records their spec and SHA-256, and prediction refuses
+weights that differ (``--weights`` points to the file on another machine).
+
+Predicting recomputes the case's features exactly as the run did (same code, same settings),
+so a case identical to a training case gets the probabilities the run reported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ovfdlr import __version__
+from ovfdlr.cache import file_digest
+from ovfdlr.training import CLASSES, PROBA
+
+FORMAT = "ovfdlr-bundle"
+FORMAT_VERSION = 1
+CLASS_NAMES = {0: "conservative care", 1: "either", 2: "surgery"}
+BACKGROUND_ROWS = 200
+TOP_CONTRIBUTIONS = 5
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the file and the reason."""
+
+
+def write_bundle(run_dir: Path, arm, config, out: Path) -> Path:
+    """Write the bundle of one arm of a finished run into ``out``."""
+    from ovfdlr.cohort import load_manifest
+    from ovfdlr.modelio import load_model, save_model
+    from ovfdlr.morphometry import MorphometrySettings
+    from ovfdlr.radiomics import load_params
+
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    folder = run_dir / "arms" / arm.name
+    summary = json.loads((folder / "arm.json").read_text())
+    model = load_model(folder / "models" / f"{summary['chosen']}.skops")
+    save_model(model, out / "model.skops")
+    feature_sets: dict[str, Any] = {}
+    tables = []
+    if arm.radiomics:
+        params = load_params(config.radiomics.params)
+        (out / "radiomics.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        feature_sets["radiomics"] = {"params": "radiomics.yaml"}
+        tables.append(run_dir / "features" / "radiomics.parquet")
+    if arm.morphometry:
+        feature_sets["morphometry"] = {"settings": MorphometrySettings().__dict__}
+        tables.append(run_dir / "features" / "morphometry.parquet")
+    if arm.deep:
+        deep = arm.deep
+        label = json.loads((run_dir / "features" / f"deep-{arm.name}.json").read_text())
+        entry: dict[str, Any] = {
+            "weights": deep.weights,
+            "weights_label": label["label"],
+            "pretrained": label["pretrained"],
+            "normalization": deep.normalization,
+            "input": {
+                "plane": deep.plane,
+                "margin": deep.margin,
+                "window_level": deep.window_level,
+                "window_width": deep.window_width,
+            },
+            "batch_size": deep.batch_size,
+        }
+        from ovfdlr.deep.backbones import spec_digest
+
+        entry["weights_sha256"] = spec_digest(deep.weights)
+        tuned = run_dir / "features" / f"finetuned-{arm.name}.safetensors"
+        if deep.finetune_epochs and tuned.is_file():
+            shutil.copy2(tuned, out / "finetuned.safetensors")
+            entry["finetuned"] = "finetuned.safetensors"
+        pca = run_dir / "features" / f"pca-{arm.name}.npz"
+        if deep.pca and pca.is_file():
+            shutil.copy2(pca, out / "pca.npz")
+            entry["pca"] = "pca.npz"
+        feature_sets["deep"] = entry
+        tables.append(run_dir / "features" / f"deep-{arm.name}.parquet")
+    from ovfdlr.arm import read_features
+
+    features = read_features(tables)
+    cohort = load_manifest(config.manifest)
+    training = cohort[(cohort["cohort"] == config.cohorts.training) & cohort["label"].notna()]
+    background = features.loc[training.index.intersection(features.index, sort=False)]
+    if len(background) > BACKGROUND_ROWS:
+        background = background.sample(BACKGROUND_ROWS, random_state=config.seed)
+    background.to_parquet(out / "background.parquet")
+    files = sorted(p.name for p in out.iterdir())
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arm": arm.name,
+        "ovfdlr": __version__,
+        "classes": list(CLASSES),
+        "class_names": {str(k): v for k, v in CLASS_NAMES.items()},
+        "classifier": summary["chosen"],
+        "selected_features": summary["selected_features"],
+        "input_columns": list(features.columns),
+        "feature_sets": feature_sets,
+        "youden_thresholds": summary.get("youden_thresholds", {}),
+        "training": {
+            "cohort": config.cohorts.training,
+            "cases": len(training),
+            "macro_auc": summary.get("macro_auc", {}),
+        },
+        "seed": config.seed,
+        "files": {name: file_digest(out / name) for name in files},
+    }
+    (out / "bundle.json").write_text(json.dumps(payload, indent=2, default=str))
+    return out
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle."""
+
+    folder: Path
+    meta: dict[str, Any]
+    model: Any
+    background: pd.DataFrame
+
+    @property
+    def arm(self) -> str:
+        return self.meta["arm"]
+
+
+def load_bundle(folder: str | Path) -> Bundle:
+    """Read a bundle, verify every file's SHA-256 and load the model with trusted types only."""
+    from ovfdlr.modelio import ModelFileError, load_model
+
+    folder = Path(folder)
+    meta_path = folder / "bundle.json"
+    if not meta_path.is_file():
+        raise BundleError(f"{folder}: not a bundle (no bundle.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{meta_path}: not valid JSON ({exc.msg})") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path}: not an ovfdlr bundle")
+    for name, digest in meta.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{folder}: file {name} is missing")
+        if file_digest(path) != digest:
+            raise BundleError(f"{path}: modified since the bundle was written (SHA-256 differs)")
+    try:
+        model = load_model(folder / "model.skops")
+    except ModelFileError as exc:
+        raise BundleError(str(exc)) from None
+    return Bundle(folder, meta, model, pd.read_parquet(folder / "background.parquet"))
+
+
+def case_features(
+    bundle: Bundle,
+    cohort: pd.DataFrame,
+    *,
+    weights: str | None = None,
+    jobs: int | None = 1,
+    cache_dir: Any = True,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bundle's input features for the cases of ``cohort`` (and the failures)."""
+    from ovfdlr.selection import fuse
+
+    sets = bundle.meta["feature_sets"]
+    tables, errors = [], []
+    if "radiomics" in sets:
+        from ovfdlr.radiomics import extract_radiomics, load_params
+
+        params = load_params(bundle.folder / sets["radiomics"]["params"])
+        result = extract_radiomics(
+            cohort, params, cache_dir=cache_dir, jobs=jobs, progress=progress
+        )
+        tables.append(result.features)
+        errors.append(result.errors)
+    if "morphometry" in sets:
+        from ovfdlr.morphometry import MorphometrySettings, extract_morphometry
+
+        settings = MorphometrySettings(
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in sets["morphometry"]["settings"].items()
+            }
+        )
+        result = extract_morphometry(
+            cohort, settings, cache_dir=cache_dir, jobs=jobs, progress=progress
+        )
+        tables.append(result.features)
+        errors.append(result.errors)
+    if "deep" in sets:
+        tables_deep, errors_deep = _deep_features(
+            bundle, cohort, weights, jobs, cache_dir, progress
+        )
+        tables.append(tables_deep)
+        errors.append(errors_deep)
+    features = fuse(tables)
+    missing = [c for c in bundle.meta["input_columns"] if c not in features.columns]
+    if missing:
+        raise BundleError(
+            f"the computed features lack {len(missing)} column(s) the model expects, e.g. "
+            + ", ".join(missing[:5])
+        )
+    error_frame = (
+        pd.concat([e for e in errors if len(e)], ignore_index=True)
+        if any(len(e) for e in errors)
+        else pd.DataFrame(columns=["case_id", "stage", "reason"])
+    )
+    return features[bundle.meta["input_columns"]], error_frame
+
+
+def _deep_features(bundle, cohort, weights, jobs, cache_dir, progress):
+    from ovfdlr.deep.backbones import load_backbone, spec_digest
+    from ovfdlr.deep.features import TrainingPCA, extract_deep
+    from ovfdlr.deep.inputs import InputSettings
+
+    deep = bundle.meta["feature_sets"]["deep"]
+    if deep.get("finetuned"):
+        backbone = load_backbone(f"file:{bundle.folder / deep['finetuned']}")
+    else:
+        spec = deep["weights"]
+        if weights:  # the same weights, found elsewhere on this machine
+            family = spec.partition(":")[0]
+            spec = f"{family}:{weights}" if family != "random" else spec
+        digest = spec_digest(spec)
+        if digest != deep["weights_sha256"]:
+            raise BundleError(
+                f"weights {spec} are not those the bundle was trained with (SHA-256 "
+                f"{deep['weights_sha256'][:12]}...); pass the same file with --weights"
+            )
+        backbone = load_backbone(spec)
+    if deep.get("normalization"):
+        backbone.normalization = deep["normalization"]
+    settings = InputSettings(**deep["input"])
+    result = extract_deep(
+        cohort,
+        backbone,
+        bundle.arm,
+        settings,
+        batch_size=deep["batch_size"],
+        jobs=jobs,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    features = result.features
+    if deep.get("pca"):
+        features = TrainingPCA.load(bundle.folder / deep["pca"]).transform(features)
+    return features, result.errors
+
+
+def predict(
+    bundle: Bundle,
+    cohort: pd.DataFrame,
+    *,
+    weights: str | None = None,
+    jobs: int | None = 1,
+    cache_dir: Any = True,
+    explain_top: int = TOP_CONTRIBUTIONS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Class probabilities, predicted ASTLOF class and the strongest SHAP contributions.
+
+    Returns (predictions, failures). ``predictions`` has one row per case: ``p0``, ``p1``,
+    ``p2``, ``predicted_class``, ``predicted_name`` and ``contributions`` (a list of
+    {feature, value, shap} for the predicted class, strongest first).
+    """
+    from ovfdlr.explain import explain
+    from ovfdlr.training import predict_proba
+
+    features, failures = case_features(
+        bundle, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir
+    )
+    if features.empty:
+        return pd.DataFrame(), failures
+    proba = predict_proba(bundle.model, features)
+    table = pd.DataFrame(proba, index=features.index, columns=PROBA)
+    table["predicted_class"] = proba.argmax(axis=1)
+    table["predicted_name"] = table["predicted_class"].map(
+        {int(k): v for k, v in bundle.meta["class_names"].items()}
+    )
+    shap_result = explain(bundle.model, bundle.background, features)
+    contributions = []
+    for i, case_id in enumerate(features.index):
+        k = int(table.loc[case_id, "predicted_class"])
+        values = shap_result.values[i, :, k]
+        order = np.argsort(-np.abs(values), kind="stable")[:explain_top]
+        contributions.append(
+            [
+                {
+                    "feature": shap_result.features[j],
+                    "value": float(shap_result.data.iloc[i, j]),
+                    "shap": float(values[j]),
+                }
+                for j in order
+            ]
+        )
+    table["contributions"] = contributions
+    table["explained_output"] = shap_result.output_name
+    return table.rename_axis("case_id"), failures
+
+
+def write_predictions(table: pd.DataFrame, prefix: Path) -> list[Path]:
+    """``<prefix>.json`` (one record per case, contributions nested) and ``<prefix>.csv``
+    (contributions flattened as feature:shap pairs)."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    records = table.reset_index().to_dict("records")
+    json_path = prefix.with_suffix(".json")
+    json_path.write_text(json.dumps(records, indent=2, default=float))
+    flat = table.copy()
+    flat["contributions"] = [
+        "; ".join(f"{c['feature']}={c['shap']:+.4f}" for c in row) for row in table["contributions"]
+    ]
+    csv_path = prefix.with_suffix(".csv")
+    flat.to_csv(csv_path)
+    return [json_path, csv_path]

@@ -1,0 +1,276 @@
+"""The experiment configuration (YAML), validated by pydantic with errors that name the key.
+
+```yaml
+name: OVF deep learning radiomics
+manifest: cohort/manifest.csv          # relative paths are relative to this file
+radiomics:
+  params: null                         # a PyRadiomics parameter file; default ct-vertebra.yaml
+arms:                                  # each arm is a named feature set and its own models
+  - name: radimagenet
+    radiomics: true                    # the radiomics table
+    morphometry: true                  # the morphometry table
+    deep:                              # ResNet-50 features (omit for none)
+      weights: radimagenet:weights/RadImageNet-ResNet50_notop.h5
+      plane: sagittal                  # sagittal | axial | coronal | max-area | 2.5d
+      margin: 0.2
+      window_level: 400
+      window_width: 1800
+      pca: null                        # k components fitted on training, or null
+      finetune_epochs: 0
+  - name: imagenet
+    deep: {weights: imagenet}
+cohorts:
+  training: train
+  internal: internal
+selection: {univariate_test: kruskal, alpha: 0.05, correlation_threshold: 0.9}
+models: {classifiers: [lr, svm, knn, rf, et, xgb, lgbm, mlp], folds: 5, select_on: cv}
+compare: [[radimagenet, imagenet]]     # pairs of arms to test; default: every pair
+seed: 0
+jobs: 0                                # worker processes (0: all cores)
+scheduler: null                        # a Dask scheduler address for the per-case stages
+```
+
+Unknown keys are errors (a typo must not be ignored silently). :func:`load_config` reports every
+problem at once, each as ``<key>: <what was expected>``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ovfdlr.classifiers import CLASSIFIERS
+
+ClassifierName = Literal["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"]
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``problems`` are ``key: message`` lines."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(
+            f"{source}: "
+            + ("; ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
+        )
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeepConfig(Strict):
+    """ResNet-50 features of an arm (see docs/deep.md)."""
+
+    weights: str
+    plane: Literal["sagittal", "axial", "coronal", "max-area", "2.5d"] = "sagittal"
+    margin: float = Field(0.2, ge=0, le=5)
+    window_level: float = 400.0
+    window_width: float = Field(1800.0, gt=0)
+    normalization: Literal["imagenet", "radimagenet-keras", "radimagenet-torch"] | None = None
+    pca: int | None = Field(None, ge=1)
+    finetune_epochs: int = Field(0, ge=0)
+    gradcam_cases: int = Field(4, ge=0)
+    batch_size: int = Field(16, ge=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        family = value.partition(":")[0]
+        if family not in ("imagenet", "radimagenet", "file", "random"):
+            raise ValueError(
+                "expected imagenet, imagenet:PATH, radimagenet:PATH, file:PATH or random:SEED"
+            )
+        return value
+
+
+class ArmConfig(Strict):
+    """A named feature set: which tables are fused, and the deep features if any."""
+
+    name: str
+    radiomics: bool = True
+    morphometry: bool = True
+    deep: DeepConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("expected letters, digits, '.', '_' or '-' (it names folders)")
+        return value
+
+    @model_validator(mode="after")
+    def _has_features(self) -> ArmConfig:
+        if not (self.radiomics or self.morphometry or self.deep):
+            raise ValueError("an arm needs at least one of radiomics, morphometry or deep")
+        return self
+
+
+class CohortsConfig(Strict):
+    training: str = "train"
+    internal: str = "internal"
+
+
+class SelectionConfig(Strict):
+    """Settings of :func:`ovfdlr.selection.selection_pipeline`."""
+
+    max_mode_fraction: float = Field(0.95, gt=0, le=1)
+    univariate_test: Literal["kruskal", "anova"] = "kruskal"
+    alpha: float = Field(0.05, gt=0, le=1)
+    correlation_threshold: float = Field(0.9, gt=0, le=1)
+    correlation_method: Literal["spearman", "pearson"] = "spearman"
+    lasso_method: Literal["multinomial", "index"] = "multinomial"
+    lasso_Cs: int = Field(12, ge=2)
+
+
+class ModelsConfig(Strict):
+    classifiers: list[ClassifierName] = Field(default_factory=lambda: list(CLASSIFIERS))
+    quick: bool = False
+    folds: int = Field(5, ge=2)
+    select_on: Literal["cv", "internal"] = "cv"
+    explain: bool = True
+
+    @field_validator("classifiers")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("expected at least one classifier")
+        return value
+
+
+class RadiomicsConfig(Strict):
+    params: Path | None = None
+
+
+class ExperimentConfig(Strict):
+    """The whole experiment (see the module docstring)."""
+
+    name: str = "ovfdlr experiment"
+    manifest: Path
+    radiomics: RadiomicsConfig = RadiomicsConfig()
+    arms: list[ArmConfig] = Field(min_length=1)
+    cohorts: CohortsConfig = CohortsConfig()
+    selection: SelectionConfig = SelectionConfig()
+    models: ModelsConfig = ModelsConfig()
+    compare: list[tuple[str, str]] | None = None
+    seed: int = 0
+    jobs: int = 0
+    scheduler: str | None = None
+    cache: Path | None = None
+    preview: bool = True
+
+    @model_validator(mode="after")
+    def _arms_are_known(self) -> ExperimentConfig:
+        names = [arm.name for arm in self.arms]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"arms: arm name used twice: {', '.join(doubled)}")
+        for i, pair in enumerate(self.compare or []):
+            for j, name in enumerate(pair):
+                if name not in names:
+                    raise ValueError(
+                        f"compare.{i}.{j}: unknown arm '{name}' (arms: {', '.join(names)})"
+                    )
+            if pair[0] == pair[1]:
+                raise ValueError(f"compare.{i}: an arm cannot be compared with itself")
+        return self
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The arm pairs to compare: the configured ones, or every pair."""
+        if self.compare is not None:
+            return [tuple(p) for p in self.compare]
+        names = [arm.name for arm in self.arms]
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def _format(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "config"
+    message = error["msg"].removeprefix("Value error, ")
+    if message.startswith(("arms:", "compare.")):
+        return message
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    given = error.get("input")
+    suffix = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    return f"{key}: {message}{suffix}"
+
+
+def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
+    """Validate a configuration mapping; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["config: expected a mapping of keys (manifest, arms, ...)"])
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_format(e) for e in exc.errors()]) from None
+
+
+def _resolve(path: Path | None, base: Path) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_weights(spec: str, base: Path) -> str:
+    family, sep, argument = spec.partition(":")
+    if not sep or family == "random" or not argument:
+        return spec
+    return f"{family}:{_resolve(Path(argument), base)}"
+
+
+def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """Make every relative path absolute against ``base`` (the config file's folder)."""
+    arms = [
+        arm.model_copy(
+            update={
+                "deep": arm.deep.model_copy(
+                    update={"weights": _resolve_weights(arm.deep.weights, base)}
+                )
+            }
+        )
+        if arm.deep
+        else arm
+        for arm in config.arms
+    ]
+    return config.model_copy(
+        update={
+            "manifest": _resolve(config.manifest, base),
+            "radiomics": config.radiomics.model_copy(
+                update={"params": _resolve(config.radiomics.params, base)}
+            ),
+            "cache": _resolve(config.cache, base),
+            "arms": arms,
+        }
+    )
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read, validate and resolve an experiment YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["config file not found"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(str(path), [f"config: not valid YAML{where}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["config: not a text (UTF-8) file"]) from None
+    return resolve_paths(parse_config(data, str(path)), path.parent.resolve())
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved configuration as YAML (what the run folder keeps)."""
+    data = config.model_dump(mode="json")
+    data["compare"] = [list(p) for p in config.pairs()]
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,513 @@
+"""``ovfdlr run``: every stage of an experiment in order, each cached, the whole resumable.
+
+Stages and what they write under the run folder (see docs/architecture.md):
+
+=================  ====================================================================
+cohort             the manifest validated (images opened), ``tables/cohort_*.csv``
+radiomics          ``features/radiomics.parquet`` (+ diagnostics) when an arm uses it
+morphometry        ``features/morphometry.parquet`` when an arm uses it
+deep-<arm>         ``features/deep-<arm>.parquet`` (+ fine-tuned weights, PCA, Grad-CAM)
+preview            ``figures/inputs-NNN.png``: contact sheets of the 2-D inputs
+arm-<arm>          ``arms/<arm>/``: selection, eight classifiers, evaluation, SHAP
+compare            ``tables/comparison.csv``: paired tests between arms
+bundle-<arm>       ``bundles/<arm>/``: the deployable model
+report             ``report.html``
+=================  ====================================================================
+
+Each stage has a key: a hash of its settings and of the keys of the stages it reads (and, for
+the per-case stages, of every image and mask's content). A stage whose key and outputs are
+already there is skipped, so a rerun after a config change redoes only what the change touches.
+Keys are written only after a stage's outputs are complete, so a run killed at any point
+resumes from the last finished stage; the per-case stages also resume case by case from their
+cache. The resolved config, ``run.json`` (versions, seed, timings, hashes), ``errors.csv``
+(cases that failed, with the reason) and ``run.log`` sit at the top of the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ovfdlr import __version__
+from ovfdlr.cache import DigestIndex, default_cache_dir, file_digest, stable_hash
+from ovfdlr.config import ExperimentConfig, dump_config
+from ovfdlr.parallel import console, shared_progress
+
+log = logging.getLogger("ovfdlr.run")
+KEYS_FILE = ".stage-keys.json"
+
+
+class RunError(RuntimeError):
+    """A stage that cannot go on; the message names the stage and the reason."""
+
+
+@dataclass
+class StageRecord:
+    name: str
+    seconds: float
+    status: str  # computed | cached
+
+
+@dataclass
+class RunState:
+    """What the stages share while a run goes on."""
+
+    config: ExperimentConfig
+    out: Path
+    cache_dir: Path
+    cohort: pd.DataFrame | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+    stages: list[StageRecord] = field(default_factory=list)
+    errors: list[pd.DataFrame] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    deep_labels: dict[str, dict] = field(default_factory=dict)
+    arm_results: dict[str, dict] = field(default_factory=dict)
+    data_sha256: str | None = None
+
+    def saved_keys(self) -> dict[str, str]:
+        path = self.out / KEYS_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def save_key(self, stage: str, key: str) -> None:
+        keys = self.saved_keys() | {stage: key}
+        (self.out / KEYS_FILE).write_text(json.dumps(keys, indent=1, sort_keys=True))
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = [
+        "numpy",
+        "scipy",
+        "pandas",
+        "scikit-learn",
+        "SimpleITK",
+        "pyradiomics-bhklab",
+        "torch",
+        "torchvision",
+        "xgboost",
+        "lightgbm",
+        "shap",
+        "skops",
+    ]
+    found = {"python": platform.python_version(), "ovfdlr": __version__}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _setup_log(out: Path) -> logging.Handler:
+    handler = logging.FileHandler(out / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("ovfdlr")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
+
+
+def _stage(state: RunState, name: str, key: str, outputs: list[Path], work: Callable[[], None]):
+    """Run ``work`` unless the stage's key and outputs are already there; record it either way."""
+    start = time.perf_counter()
+    if state.saved_keys().get(name) == key and all(p.exists() for p in outputs):
+        status = "cached"
+    else:
+        log.info("stage %s: computing", name)
+        work()
+        missing = [str(p) for p in outputs if not p.exists()]
+        if missing:
+            raise RunError(f"stage {name} did not write {', '.join(missing)}")
+        state.save_key(name, key)
+        status = "computed"
+    seconds = time.perf_counter() - start
+    state.keys[name] = key
+    state.stages.append(StageRecord(name, seconds, status))
+    log.info("stage %s: %s in %.1f s", name, status, seconds)
+    console.print(f"[dim]stage[/] {name}: {status} in {seconds:.1f} s", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages
+
+
+def _cohort_stage(state: RunState) -> None:
+    from ovfdlr.cohort import centre_table, class_table, validate_manifest
+
+    config = state.config
+    manifest = Path(config.manifest)
+    if not manifest.is_file():
+        raise RunError(f"manifest not found: {manifest}")
+    index = DigestIndex(state.cache_dir)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    digests = []
+    for column in ("image", "mask"):
+        for value in table.get(column, []):
+            path = (
+                (manifest.parent / value)
+                if value and not Path(value).is_absolute()
+                else Path(value)
+            )
+            digests.append(
+                file_digest(path, index) if value and path.exists() else f"missing:{value}"
+            )
+    key = stable_hash("cohort", file_digest(manifest), digests)
+    state.data_sha256 = stable_hash(digests)
+    tables = state.out / "tables"
+    outputs = [tables / "cohort_classes.csv", tables / "cohort_centres.csv"]
+
+    def work():
+        report = validate_manifest(manifest, jobs=config.jobs, progress=True)
+        if not report.ok:
+            problems = report.problems_frame()
+            problems.to_csv(state.out / "manifest_problems.csv", index=False)
+            first = "; ".join(str(p) for p in report.errors[:3])
+            raise RunError(
+                f"the manifest has {len(report.errors)} error(s) ({first}); all are listed in "
+                f"{state.out / 'manifest_problems.csv'}"
+            )
+        tables.mkdir(parents=True, exist_ok=True)
+        cohort = report.cohort
+        class_table(cohort).to_csv(tables / "cohort_classes.csv")
+        centre_table(cohort).to_csv(tables / "cohort_centres.csv")
+        demographics = _demographics(cohort)
+        if demographics is not None:
+            demographics.to_csv(tables / "cohort_demographics.csv", index=False)
+        for warning in report.warnings:
+            state.warnings.append(str(warning))
+
+    _stage(state, "cohort", key, outputs, work)
+    from ovfdlr.cohort import load_manifest
+
+    state.cohort = load_manifest(manifest)
+
+
+def _demographics(cohort: pd.DataFrame) -> pd.DataFrame | None:
+    if "age" not in cohort.columns and "sex" not in cohort.columns:
+        return None
+    rows = []
+    for name, group in cohort.groupby("cohort", sort=True):
+        row = {"cohort": name, "n": len(group), "patients": group["patient_id"].nunique()}
+        if "age" in group.columns:
+            row |= {
+                "age_mean": round(float(group["age"].mean()), 1),
+                "age_sd": round(float(group["age"].std()), 1),
+            }
+        if "sex" in group.columns:
+            sex = group["sex"].astype("string").str.upper().str[0]
+            row["female_pct"] = round(100 * float((sex == "F").mean()), 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _extraction_stage(state: RunState, name: str, run) -> None:
+    """A per-case feature stage: radiomics or morphometry."""
+    from ovfdlr.extraction import write_errors, write_tables
+
+    out = state.out / "features" / f"{name}.parquet"
+    settings = run["settings"]
+    key = stable_hash(name, state.keys["cohort"], settings)
+
+    def work():
+        result = run["extract"]()
+        write_tables(result, out)
+        write_errors(state.out / "errors.csv", out.name, result.errors)
+        if result.failed:
+            state.warnings.append(f"{name}: {result.failed} case(s) failed (errors.csv)")
+
+    _stage(state, name, key, [out], work)
+
+
+def _deep_stage(state: RunState, arm) -> None:
+    from ovfdlr.deep.finetune import FinetuneSettings
+    from ovfdlr.deep.inputs import InputSettings
+    from ovfdlr.deep.stage import run_deep_stage
+    from ovfdlr.extraction import write_errors, write_tables
+
+    deep, config = arm.deep, state.config
+    settings = InputSettings(
+        plane=deep.plane,
+        margin=deep.margin,
+        window_level=deep.window_level,
+        window_width=deep.window_width,
+    )
+    from ovfdlr.deep.backbones import spec_digest
+
+    out = state.out / "features" / f"deep-{arm.name}.parquet"
+    key = stable_hash(
+        "deep",
+        state.keys["cohort"],
+        deep.model_dump(mode="json"),
+        spec_digest(deep.weights),
+        config.seed,
+        config.cohorts.training,
+    )
+    label_file = out.with_suffix(".json")
+
+    def work():
+        cohort = state.cohort
+        outside = cohort[cohort["cohort"] != config.cohorts.training]
+        gradcam = list(outside.index[: deep.gradcam_cases]) if deep.finetune_epochs else None
+        result = run_deep_stage(
+            cohort,
+            deep.weights,
+            arm.name,
+            out.parent,
+            settings=settings,
+            finetune=FinetuneSettings(epochs=deep.finetune_epochs, seed=config.seed),
+            normalization=deep.normalization,
+            pca_components=deep.pca,
+            training=config.cohorts.training,
+            gradcam_cases=gradcam,
+            batch_size=deep.batch_size,
+            jobs=config.jobs,
+            cache_dir=state.cache_dir,
+        )
+        extraction = result.extraction
+        extraction.features = result.features
+        write_tables(extraction, out)
+        write_errors(state.out / "errors.csv", out.name, extraction.errors)
+        label_file.write_text(
+            json.dumps(
+                {
+                    "weights": deep.weights,
+                    "label": result.backbone_label,
+                    "pretrained": result.pretrained,
+                    "finetuned": bool(deep.finetune_epochs),
+                }
+            )
+        )
+
+    _stage(state, f"deep-{arm.name}", key, [out, label_file], work)
+    state.deep_labels[arm.name] = json.loads(label_file.read_text())
+
+
+def _preview_stage(state: RunState) -> None:
+    from ovfdlr.deep.inputs import InputSettings
+    from ovfdlr.deep.preview import contact_sheets
+
+    deep = next((a.deep for a in state.config.arms if a.deep), None)
+    settings = (
+        InputSettings(
+            plane=deep.plane,
+            margin=deep.margin,
+            window_level=deep.window_level,
+            window_width=deep.window_width,
+        )
+        if deep
+        else InputSettings()
+    )
+    key = stable_hash("preview", state.keys["cohort"], settings.as_dict())
+    first = state.out / "figures" / "inputs-001.png"
+
+    def work():
+        sample = state.cohort.groupby("cohort", sort=True).head(6)
+        contact_sheets(sample, state.out / "figures", settings, jobs=state.config.jobs)
+
+    _stage(state, "preview", key, [first], work)
+
+
+def _arm_stage(state: RunState, arm) -> None:
+    from ovfdlr.arm import read_features, train_arm
+    from ovfdlr.training import TrainSettings
+
+    config = state.config
+    tables, sources = [], []
+    if arm.radiomics:
+        tables.append(state.out / "features" / "radiomics.parquet")
+        sources.append("radiomics")
+    if arm.morphometry:
+        tables.append(state.out / "features" / "morphometry.parquet")
+        sources.append("morphometry")
+    if arm.deep:
+        tables.append(state.out / "features" / f"deep-{arm.name}.parquet")
+        sources.append(f"deep-{arm.name}")
+    settings = TrainSettings(
+        classifiers=tuple(config.models.classifiers),
+        quick=config.models.quick,
+        folds=config.models.folds,
+        seed=config.seed,
+        select_on=config.models.select_on,
+        training=config.cohorts.training,
+        internal=config.cohorts.internal,
+        selection=config.selection.model_dump(),
+        jobs=config.jobs,
+    )
+    folder = state.out / "arms" / arm.name
+    key = stable_hash(
+        "arm", [state.keys[s] for s in sources], settings.as_dict(), config.models.explain
+    )
+
+    def work():
+        features = read_features(tables)
+        train_arm(
+            features, state.cohort, arm.name, folder, settings, explain_model=config.models.explain
+        )
+
+    _stage(
+        state, f"arm-{arm.name}", key, [folder / "arm.json", folder / "predictions.parquet"], work
+    )
+    summary = json.loads((folder / "arm.json").read_text())
+    state.arm_results[arm.name] = summary | {"feature_sets": sources}
+
+
+def _compare_stage(state: RunState) -> None:
+    from ovfdlr.arm import compare_dirs
+
+    pairs = state.config.pairs()
+    out = state.out / "tables" / "comparison.csv"
+    if not pairs:
+        return
+    key = stable_hash("compare", pairs, [state.keys[f"arm-{a}"] for a in sorted({*sum(pairs, ())})])
+
+    def work():
+        frames = [
+            compare_dirs(state.out / "arms" / a, state.out / "arms" / b, seed=state.config.seed)
+            for a, b in pairs
+        ]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.concat(frames, ignore_index=True).to_csv(out, index=False)
+
+    _stage(state, "compare", key, [out], work)
+
+
+def _bundle_stage(state: RunState, arm) -> None:
+    from ovfdlr.bundle import write_bundle
+
+    folder = state.out / "bundles" / arm.name
+    key = stable_hash("bundle", state.keys[f"arm-{arm.name}"], __version__)
+
+    def work():
+        write_bundle(state.out, arm, state.config, folder)
+
+    _stage(state, f"bundle-{arm.name}", key, [folder / "bundle.json"], work)
+
+
+def _write_run_json(state: RunState) -> dict:
+    config = state.config
+    arms = {}
+    for arm in config.arms:
+        result = state.arm_results.get(arm.name, {})
+        arms[arm.name] = {
+            "folder": f"arms/{arm.name}",
+            "feature_sets": result.get("feature_sets", []),
+            "deep": state.deep_labels.get(arm.name),
+            "chosen": result.get("chosen"),
+        }
+    failed = 0
+    errors_csv = state.out / "errors.csv"
+    if errors_csv.is_file():
+        failed = pd.read_csv(errors_csv)["case_id"].nunique()
+    payload = {
+        "ovfdlr": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "name": config.name,
+        "seed": config.seed,
+        "config_sha256": stable_hash(dump_config(config)),
+        "versions": _versions(),
+        "manifest": {
+            "path": str(config.manifest),
+            "sha256": file_digest(config.manifest),
+            "cases": len(state.cohort),
+        },
+        "data_sha256": state.data_sha256,
+        "stages": [s.__dict__ for s in state.stages],
+        "arms": arms,
+        "comparisons": [list(p) for p in config.pairs()],
+        "training_cohort": config.cohorts.training,
+        "warnings": state.warnings,
+        "failed_cases": int(failed),
+    }
+    (state.out / "run.json").write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
+    """Run (or resume) an experiment into ``out``; return the content of ``run.json``."""
+    from ovfdlr.morphometry import extract_morphometry
+    from ovfdlr.radiomics import RadiomicsStage, extract_radiomics, load_params
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    handler = _setup_log(out)
+    state = RunState(config, out, Path(config.cache or default_cache_dir()))
+    log.info("run %s into %s", config.name, out)
+    try:
+        with shared_progress():
+            _cohort_stage(state)
+            cohort = state.cohort
+            common = {
+                "cache_dir": state.cache_dir,
+                "jobs": config.jobs,
+                "scheduler": config.scheduler,
+            }
+            if any(a.radiomics for a in config.arms):
+                params = load_params(config.radiomics.params)
+                _extraction_stage(
+                    state,
+                    "radiomics",
+                    {
+                        "settings": RadiomicsStage(params).cache_settings(),
+                        "extract": lambda: extract_radiomics(cohort, params, **common),
+                    },
+                )
+            if any(a.morphometry for a in config.arms):
+                from ovfdlr.morphometry import MorphometryStage
+
+                _extraction_stage(
+                    state,
+                    "morphometry",
+                    {
+                        "settings": MorphometryStage().cache_settings(),
+                        "extract": lambda: extract_morphometry(cohort, **common),
+                    },
+                )
+            for arm in config.arms:
+                if arm.deep:
+                    _deep_stage(state, arm)
+            if config.preview:
+                _preview_stage(state)
+            for arm in config.arms:
+                _arm_stage(state, arm)
+            _compare_stage(state)
+            for arm in config.arms:
+                _bundle_stage(state, arm)
+            payload = _write_run_json(state)
+            from ovfdlr.report.html import render_report
+
+            start = time.perf_counter()
+            render_report(out)
+            state.stages.append(StageRecord("report", time.perf_counter() - start, "computed"))
+            payload = _write_run_json(state)
+    finally:
+        logging.getLogger("ovfdlr").removeHandler(handler)
+        handler.close()
+    return payload
+
+
+def summary_table(out: Path, payload: dict) -> pd.DataFrame:
+    """Chosen model and macro AUC (95 % CI) per arm and cohort, for the console."""
+    rows = []
+    for name, arm in payload["arms"].items():
+        summary = json.loads((out / arm["folder"] / "arm.json").read_text())
+        for cohort, auc in summary.get("macro_auc", {}).items():
+            rows.append(
+                {
+                    "arm": name,
+                    "model": summary["chosen"],
+                    "cohort": cohort,
+                    "macro AUC (95% CI)": f"{auc['auc']:.3f} ({auc['lower']:.3f}-"
+                    f"{auc['upper']:.3f})",
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,286 @@
+"""The main job: config errors, a small end-to-end run, resume, bundles and prediction."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ovfdlr.bundle import BundleError, load_bundle, predict
+from ovfdlr.cli import app
+from ovfdlr.config import ConfigError, load_config, parse_config
+
+runner = CliRunner()
+
+LIGHT_PARAMS = {
+    "imageType": {"Original": {}},
+    "featureClass": {"shape": None, "firstorder": None, "glcm": None},
+    "setting": {"resampledPixelSpacing": [1, 1, 1], "binWidth": 25, "preCrop": True},
+}
+
+
+def small_experiment(folder: Path, cohort_manifest: Path, cache: Path) -> Path:
+    """Two arms (radiomics + morphometry; the same with untrained ResNet-50 features, PCA 8),
+    two quick classifiers, light radiomics settings."""
+    (folder / "light.yaml").write_text(yaml.safe_dump(LIGHT_PARAMS))
+    config = {
+        "name": "small",
+        "manifest": str(cohort_manifest),
+        "radiomics": {"params": "light.yaml"},
+        "arms": [
+            {"name": "radiomics"},
+            {"name": "deep", "deep": {"weights": "random:0", "pca": 8}},
+        ],
+        "models": {"classifiers": ["lr", "rf"], "quick": True, "folds": 3},
+        "seed": 0,
+        "jobs": 2,
+        "cache": str(cache),
+    }
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cohort_60(tmp_path_factory):
+    from ovfdlr.synthetic import generate_cohort
+
+    folder = tmp_path_factory.mktemp("cohort60")
+    generate_cohort(folder, 60, seed=1, jobs=2, progress=False)
+    return folder / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cohort_60):
+    folder = tmp_path_factory.mktemp("experiment")
+    config = small_experiment(folder, cohort_60, folder / "cache")
+    result = runner.invoke(app, ["run", str(config), "--out", str(folder / "run")])
+    assert result.exit_code == 0, result.output
+    return folder, folder / "run", result.output
+
+
+def test_config_errors_name_the_key(tmp_path):
+    base = {"manifest": "m.csv", "arms": [{"name": "a"}, {"name": "b"}]}
+    cases = [
+        ({"arms": base["arms"]}, "manifest: required key is missing"),
+        (base | {"seed": "seven"}, "seed: Input should be a valid integer"),
+        (
+            base | {"arms": [{"name": "a", "deep": {"weights": "random:0", "margin": "wide"}}]},
+            "arms.0.deep.margin",
+        ),
+        (base | {"compare": [["a", "c"]]}, "compare.0.1: unknown arm 'c' (arms: a, b)"),
+        (base | {"models": {"classifiers": ["lr", "svn"]}}, "models.classifiers.1"),
+        (base | {"arms": [{"name": "a", "radiomcs": False}]}, "arms.0.radiomcs: unknown key"),
+    ]
+    for data, needle in cases:
+        with pytest.raises(ConfigError) as info:
+            parse_config(data, "exp.yaml")
+        assert needle in str(info.value), (needle, str(info.value))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(base | {"compare": [["a", "nope"]]}))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "compare.0.1: unknown arm 'nope'" in result.output and "Traceback" not in result.output
+    path.write_text("arms: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(path)
+
+
+def test_relative_paths_resolve_against_the_config(tmp_path):
+    path = tmp_path / "sub" / "exp.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "manifest": "cohort/manifest.csv",
+                "arms": [{"name": "a", "deep": {"weights": "radimagenet:w/RadImageNet.h5"}}],
+            }
+        )
+    )
+    config = load_config(path)
+    assert config.manifest == (tmp_path / "sub" / "cohort" / "manifest.csv").resolve()
+    assert (
+        config.arms[0].deep.weights
+        == f"radimagenet:{(tmp_path / 'sub' / 'w' / 'RadImageNet.h5').resolve()}"
+    )
+    assert config.pairs() == []
+
+
+def test_small_end_to_end_run(finished_run):
+    _, run, output = finished_run
+    payload = json.loads((run / "run.json").read_text())
+    assert [s["name"] for s in payload["stages"]][:4] == [
+        "cohort",
+        "radiomics",
+        "morphometry",
+        "deep-deep",
+    ]
+    assert payload["arms"]["deep"]["deep"]["pretrained"] is False
+    assert "UNTRAINED" in output
+    for name in (
+        "config.yaml",
+        "run.log",
+        "report.html",
+        "tables/cohort_classes.csv",
+        "tables/comparison.csv",
+        "figures/inputs-001.png",
+        "arms/radiomics/arm.json",
+        "arms/deep/predictions.parquet",
+        "bundles/deep/bundle.json",
+        "bundles/radiomics/model.skops",
+        "features/radiomics.parquet",
+        "features/deep-deep.parquet",
+    ):
+        assert (run / name).exists(), name
+    comparison = pd.read_csv(run / "tables" / "comparison.csv")
+    assert comparison["p_value"].dropna().between(0, 1).all()
+    deep = pd.read_parquet(run / "features" / "deep-deep.parquet")
+    assert deep.shape[1] == 8 and deep.columns[0] == "dtl-deep_pc000"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["compare"] == [["radiomics", "deep"]]
+
+
+def test_report_renders_in_a_real_browser(finished_run, tmp_path):
+    from ovfdlr.report.browser import check_report
+
+    _, run, _ = finished_run
+    html = (run / "report.html").read_text()
+    assert "Limitations" in html and "untrained" in html.lower()
+    result = check_report(run / "report.html", tmp_path / "report.png")
+    assert result.images_total > 10
+    assert result.images_loaded == result.images_total, result
+    assert result.script_errors == []
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_rerun_is_cached_and_a_changed_setting_redoes_only_its_stages(finished_run, tmp_path):
+    import shutil
+
+    folder, reference, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    result = runner.invoke(app, ["run", str(folder / "experiment.yaml"), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    statuses = {
+        s["name"]: s["status"] for s in json.loads((run / "run.json").read_text())["stages"]
+    }
+    assert all(v == "cached" for k, v in statuses.items() if k != "report"), statuses
+    config = yaml.safe_load((folder / "experiment.yaml").read_text())
+    config["arms"][1]["deep"]["pca"] = 6
+    changed = folder / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(changed), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    statuses = {
+        s["name"]: s["status"] for s in json.loads((run / "run.json").read_text())["stages"]
+    }
+    assert statuses["radiomics"] == statuses["arm-radiomics"] == "cached"
+    assert statuses["deep-deep"] == statuses["arm-deep"] == "computed"
+    assert pd.read_parquet(run / "features" / "deep-deep.parquet").shape[1] == 6
+
+
+def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
+    folder, reference, _ = finished_run
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "ovfdlr",
+        "run",
+        str(folder / "experiment.yaml"),
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    log = out / "run.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.is_file() and "stage arm-radiomics: computing" in log.read_text():
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before it could be killed"
+    time.sleep(1.0)  # in the middle of training the first arm
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "arms" / "deep" / "arm.json").exists()
+    subprocess.run(command, check=True, capture_output=True)
+    for name in ("arms/radiomics/predictions.parquet", "arms/deep/predictions.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / name), pd.read_parquet(reference / name)
+        )
+    for name in (
+        "arms/radiomics/tables/performance.csv",
+        "arms/deep/tables/selected_features.csv",
+        "tables/comparison.csv",
+    ):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
+    _, run, _ = finished_run
+    bundle = load_bundle(run / "bundles" / "deep")
+    preds = pd.read_parquet(run / "arms" / "deep" / "predictions.parquet")
+    chosen = bundle.meta["classifier"]
+    train = preds[(preds["classifier"] == chosen) & (preds["cohort"] == "train")].head(2)
+    from ovfdlr.cohort import load_manifest
+
+    cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    table, failures = predict(bundle, cohort.loc[train.index], cache_dir=False)
+    assert failures.empty
+    np.testing.assert_allclose(
+        table[["p0", "p1", "p2"]].to_numpy(),
+        train[["p0", "p1", "p2"]].to_numpy(),
+        rtol=0,
+        atol=1e-9,
+    )
+    assert len(table["contributions"].iloc[0]) == 5
+
+    case = cohort.loc[train.index[0]]
+    out = tmp_path / "new"
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run / "bundles" / "deep"),
+            "--image",
+            case["image"],
+            "--mask",
+            case["mask"],
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written[0]["predicted_class"] == int(np.argmax(train[["p0", "p1", "p2"]].iloc[0]))
+    assert {"feature", "value", "shap"} == set(written[0]["contributions"][0])
+    assert out.with_suffix(".csv").is_file()
+
+
+def test_tampered_bundles_are_refused(finished_run, tmp_path):
+    import shutil
+
+    _, run, _ = finished_run
+    copy = tmp_path / "bundle"
+    shutil.copytree(run / "bundles" / "radiomics", copy)
+    model = copy / "model.skops"
+    model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BundleError, match=r"model\.skops: modified since the bundle was written"):
+        load_bundle(copy)
+    result = runner.invoke(app, ["predict", str(copy), "--image", "x.nii.gz", "--mask", "y.nii.gz"])
+    assert result.exit_code == 1 and "modified since the bundle was written" in result.output
+    (copy / "bundle.json").write_text("{}")
+    with pytest.raises(BundleError, match="not an ovfdlr bundle"):
+        load_bundle(copy)
