@@ -284,3 +284,15 @@ def test_tampered_bundles_are_refused(finished_run, tmp_path):
     (copy / "bundle.json").write_text("{}")
     with pytest.raises(BundleError, match="not an ovfdlr bundle"):
         load_bundle(copy)
+
+
+@pytest.mark.parametrize("name", ["paper", "radiomics-only", "finetuned", "dask-cluster"])
+def test_example_configs_are_valid(name):
+    from .conftest import REPO
+
+    config = load_config(REPO / "examples" / f"{name}.yaml")
+    assert config.arms
+    if name == "paper":
+        assert [a.name for a in config.arms] == ["radimagenet", "imagenet"]
+        assert config.pairs() == [("radimagenet", "imagenet")]
+        assert config.arms[0].deep.weights.startswith("radimagenet:/")
