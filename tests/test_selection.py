@@ -13,7 +13,6 @@ from ovfdlr.selection import (
     SelectionError,
     UnivariateFilter,
     VarianceFilter,
-    _stratified_group_splits,
     funnel,
     fuse,
     selection_pipeline,
@@ -72,36 +71,45 @@ def test_pipeline_funnel_and_pandas_output():
     assert counts[0] == 20 and counts == sorted(counts, reverse=True) and counts[-1] >= 1
 
 
-def test_fitted_on_training_rows_only():
-    """Changing rows the pipeline never saw leaves every learned number unchanged."""
+def test_transform_applies_training_statistics():
+    """New rows are scaled with the training mean and sd; transforming never refits."""
     X, y, groups = informative()
     train = np.arange(len(y)) < 180
-
-    def fit(table):
-        rows = pd.DataFrame(np.ascontiguousarray(table[train].to_numpy()), columns=table.columns)
-        return selection_pipeline(lasso_Cs=5, cv=3).fit(rows, y[train], lasso__groups=groups[train])
-
-    first = fit(X)
-    X2 = X.copy()
-    X2.loc[~train] = np.random.default_rng(9).normal(50, 10, size=(int((~train).sum()), 20))
-    second = fit(X2)
-    np.testing.assert_array_equal(
-        first.named_steps["scale"].mean_, second.named_steps["scale"].mean_
+    pipeline = selection_pipeline(lasso_Cs=5, cv=3).fit(
+        X[train], y[train], lasso__groups=groups[train]
     )
-    np.testing.assert_array_equal(
-        first.named_steps["lasso"].coef_, second.named_steps["lasso"].coef_
-    )
-    # transform applies the training statistics to new rows, never refits
-    before = first.named_steps["scale"].mean_.copy()
-    first.transform(X2[~train])
-    np.testing.assert_array_equal(first.named_steps["scale"].mean_, before)
+    scale = pipeline.named_steps["scale"]
+    before = (scale.mean_.copy(), pipeline.named_steps["lasso"].coef_.copy())
+    new = X[~train] * 3 + 100  # rows far from anything seen
+    out = pipeline.transform(new)
+    np.testing.assert_array_equal(scale.mean_, before[0])
+    np.testing.assert_array_equal(pipeline.named_steps["lasso"].coef_, before[1])
+    kept = list(out.columns)
+    position = list(scale.get_feature_names_out()).index(kept[0])
+    expected = (new[kept[0]] - scale.mean_[position]) / scale.scale_[position]
+    np.testing.assert_allclose(out[kept[0]].to_numpy(), expected.to_numpy())
 
 
-def test_lasso_folds_never_split_a_patient():
-    y = np.repeat([0, 1, 2], 40)
-    groups = np.repeat(np.arange(40), 3)  # a patient has a vertebra in every class
-    for train, test in _stratified_group_splits(y, groups, 5, seed=0):
-        assert set(groups[train]).isdisjoint(groups[test])
+def test_lasso_cross_validation_never_splits_a_patient(monkeypatch):
+    import ovfdlr.selection as selection
+
+    X, y, _ = informative()
+    groups = np.repeat(np.arange(60), 4)  # four vertebrae per patient, classes mixed
+    seen = []
+
+    def spy(y_, groups_, n_splits, seed):
+        splits = selection_patient_folds(y_, groups_, n_splits, seed)
+        seen.append((np.asarray(groups_), splits))
+        return splits
+
+    selection_patient_folds = selection.patient_folds
+    monkeypatch.setattr(selection, "patient_folds", spy)
+    LassoSelector(Cs=4, cv=4).fit(X[["f0", "f1", "f6"]], y, groups=groups)
+    assert seen, "the LASSO's cross-validation did not go through patient_folds"
+    for used, splits in seen:
+        np.testing.assert_array_equal(used, groups)
+        for train, test in splits:
+            assert set(used[train]).isdisjoint(used[test])
 
 
 def test_lasso_index_method_and_errors():

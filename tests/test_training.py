@@ -302,3 +302,42 @@ def test_tampered_model_file_is_refused(tmp_path, fitted):
     (tmp_path / "foreign.skops").write_bytes(b"PK not really")
     with pytest.raises(ModelFileError, match="not a readable skops model file"):
         load_model(tmp_path / "foreign.skops")
+
+
+def test_the_number_of_worker_processes_changes_nothing(data, fitted):
+    from dataclasses import replace
+
+    features, cohort = data
+    parallel = fit_arm(features, cohort, "demo", replace(QUICK, jobs=2), progress=False)
+    pd.testing.assert_frame_equal(fitted.cv_results, parallel.cv_results)
+    pd.testing.assert_frame_equal(fitted.oof, parallel.oof)
+    for key in fitted.models:
+        np.testing.assert_array_equal(
+            predict_proba(fitted.models[key], features),
+            predict_proba(parallel.models[key], features),
+        )
+
+
+def test_every_inner_split_is_grouped_by_patient(data, monkeypatch):
+    """The LASSO's CV and the SVM's calibration folds keep a patient's vertebrae together."""
+    import ovfdlr.cohort
+    import ovfdlr.selection
+
+    features, cohort = data
+    calls = []
+    original = ovfdlr.cohort.patient_folds
+
+    def spy(y, groups, n_splits, seed=0):
+        splits = original(y, groups, n_splits, seed)
+        calls.append((None if groups is None else np.asarray(groups), splits))
+        return splits
+
+    monkeypatch.setattr(ovfdlr.cohort, "patient_folds", spy)
+    monkeypatch.setattr(ovfdlr.selection, "patient_folds", spy)
+    settings = TrainSettings(classifiers=("svm",), quick=True, folds=3, jobs=1)
+    fit_arm(features, cohort, "demo", settings, progress=False)
+    assert len(calls) > 3  # outer folds, every LASSO fit, every SVM calibration
+    for groups, splits in calls:
+        assert groups is not None and groups.dtype.kind in "OU"  # patient ids, not row numbers
+        for train, test in splits:
+            assert set(groups[train]).isdisjoint(groups[test])

@@ -9,8 +9,8 @@
 - ``xgb``: XGBoost (hist), learning rate 0.05; ``n_estimators`` 100 or 300, ``max_depth`` 2 or 4.
 - ``lgbm``: LightGBM, learning rate 0.05, deterministic; ``n_estimators`` 100 or 300,
   ``num_leaves`` 7 or 15.
-- ``mlp``: multilayer perceptron (adam, early stopping); ``hidden_layer_sizes`` (64,) or
-  (128, 64), ``alpha`` 0.001 or 0.1.
+- ``mlp``: multilayer perceptron (adam, no early stopping: its validation split would be by
+  row, not by patient); ``hidden_layer_sizes`` (64,) or (128, 64), ``alpha`` 0.001 or 0.1.
 
 Everything else is at the library default unless set in :func:`make_classifier`.
 The spaces are deliberately small: with a few hundred training cases a wide search fits the
@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
+
+import numpy as np
 
 CLASSIFIERS = ("lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp")
 NAMES = {
@@ -141,8 +143,28 @@ def make_classifier(key: str, seed: int = 0, **params):
     if key == "mlp":
         from sklearn.neural_network import MLPClassifier
 
-        return MLPClassifier(max_iter=1000, early_stopping=True, random_state=seed, **params)
+        # no early stopping: its validation split is by row, and would split patients
+        return MLPClassifier(max_iter=1000, random_state=seed, **params)
     raise ValueError(f"unknown classifier '{key}' (choose from {', '.join(CLASSIFIERS)})")
+
+
+def fit_classifier(model, X, y, groups=None, seed: int = 0):
+    """Fit ``model`` on (X, y); the SVM's Platt calibration folds are grouped by patient.
+
+    ``CalibratedClassifierCV`` would otherwise split its internal 5 folds by row, putting two
+    vertebrae of one patient on both sides of a calibration split.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+
+    if isinstance(model, CalibratedClassifierCV) and groups is not None:
+        from ovfdlr.cohort import patient_folds
+
+        n_splits = min(5, len(np.unique(groups)), int(np.bincount(np.asarray(y)).min()))
+        if n_splits >= 2:
+            model.set_params(cv=patient_folds(y, groups, n_splits, seed))
+            model.fit(X, y)
+            return model.set_params(cv=n_splits)  # the splits are not needed once fitted
+    return model.fit(X, y)
 
 
 def specs(keys: Iterable[str] | None = None, quick: bool = False) -> list[Spec]:

@@ -433,6 +433,41 @@ def validate_manifest(
 
 
 # ---------------------------------------------------------------------------------------------
+# training rows and patient-grouped splits
+
+
+def labelled_rows(cohort: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The labelled cases of cohort ``name`` (what anything learned may be fitted on when
+    ``name`` is the training cohort); raises ``ValueError`` when there are none."""
+    rows = cohort[(cohort["cohort"] == name) & cohort["label"].notna()]
+    if rows.empty:
+        raise ValueError(f"no labelled cases in the cohort '{name}'")
+    return rows
+
+
+def patient_folds(y, groups, n_splits: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Class-stratified folds in which a patient's vertebrae never straddle two folds.
+
+    ``StratifiedGroupKFold`` (shuffled, seeded) over ``groups`` (patient ids); every row is its
+    own group when ``groups`` is None. Raises ``ValueError`` when there are fewer patients than
+    folds. Every cross-validation and hold-out of ovfdlr goes through this function.
+    """
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = np.asarray(y)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise ValueError(f"{n_splits} folds need at least {n_splits} patients (found {n_groups})")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class rarer than the folds is stratified as well as it can
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        return [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(y)), y, groups)]
+
+
+# ---------------------------------------------------------------------------------------------
 # summaries
 
 

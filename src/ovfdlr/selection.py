@@ -36,6 +36,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ovfdlr.cohort import patient_folds
+
 
 class SelectionError(ValueError):
     """Feature tables or a selection that cannot be used; the message says which."""
@@ -225,17 +227,6 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
         return self.support_
 
 
-def _stratified_group_splits(y, groups, n_splits: int, seed: int):
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    y = np.asarray(y)
-    if groups is None:
-        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        return list(splitter.split(np.zeros(len(y)), y))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y, groups))
-
-
 class LassoSelector(SelectorMixin, BaseEstimator):
     """Features with a non-zero coefficient in an L1-penalised model chosen by grouped CV.
 
@@ -244,9 +235,11 @@ class LassoSelector(SelectorMixin, BaseEstimator):
     a plain Lasso on the class index (``LassoCV``-style, over alphas ``1 / C``). The penalty is
     the one with the best mean cross-validated score (negative log loss, or negative squared
     error for ``index``) over ``cv`` folds, stratified by class and grouped by ``groups``
-    (patient_id) when given, so no patient straddles a fold. Among penalties that select at
-    least one feature only. The whole path is kept: ``path_`` (C, mean and sd of the CV score,
-    features selected on all training rows), ``C_`` and ``coefficients_`` (feature x class).
+    (patient_id), so no patient straddles a fold; only penalties that keep at least one feature
+    compete. Without ``groups`` every row counts as its own patient: give them whenever a
+    patient can have several vertebrae (``fit_arm`` always does). The whole path is kept:
+    ``path_`` (C, mean and sd of the CV score, features selected on all training rows), ``C_``
+    and ``coefficients_`` (feature x class).
     """
 
     def __init__(
@@ -333,7 +326,7 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         grid = self._grid()
         y_fit = y if self.method == "multinomial" else y.astype(np.float64)
         n_splits = max(2, min(self.cv, np.bincount(np.unique(y, return_inverse=True)[1]).min()))
-        splits = _stratified_group_splits(y, groups, n_splits, self.random_state)
+        splits = patient_folds(y, groups, n_splits, self.random_state)
         scores = np.zeros((len(splits), len(grid)))
         for f, (train, test) in enumerate(splits):
             _, snapshots = self._path(X[train], y_fit[train], grid)

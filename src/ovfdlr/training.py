@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ovfdlr.classifiers import CLASSIFIERS, specs
+from ovfdlr.classifiers import CLASSIFIERS, fit_classifier, specs
 from ovfdlr.parallel import TaskFailure, run_tasks
 from ovfdlr.selection import SelectionError, funnel, selection_pipeline
 
@@ -106,9 +106,12 @@ def macro_auc(y: np.ndarray, proba: np.ndarray) -> float:
 
 def training_rows(features: pd.DataFrame, cohort: pd.DataFrame, training: str) -> pd.DataFrame:
     """The labelled training cases that have features (raises when there are none)."""
-    rows = cohort[(cohort["cohort"] == training) & cohort["label"].notna()]
-    if rows.empty:
-        raise TrainingError(f"no labelled cases in the training cohort '{training}'")
+    from ovfdlr.cohort import labelled_rows
+
+    try:
+        rows = labelled_rows(cohort, training)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     missing = rows.index.difference(features.index)
     if len(missing) == len(rows):
         raise TrainingError(f"none of the '{training}' cases has features")
@@ -116,14 +119,13 @@ def training_rows(features: pd.DataFrame, cohort: pd.DataFrame, training: str) -
 
 
 def patient_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int):
-    """Patient-grouped, class-stratified folds; raises when the cohort is too small."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    """Patient-grouped, class-stratified folds (:func:`ovfdlr.cohort.patient_folds`)."""
+    from ovfdlr.cohort import patient_folds as split
 
-    n_groups = len(np.unique(groups))
-    if n_groups < folds:
-        raise TrainingError(f"{folds}-fold cross-validation needs {folds} patients ({n_groups})")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y, groups))
+    try:
+        return split(y, groups, folds, seed)
+    except ValueError as exc:
+        raise TrainingError(f"cross-validation: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,9 @@ def _run_fold(task: _FoldTask) -> dict[str, Any]:
     for spec in specs(settings.classifiers, settings.quick):
         for index, params in enumerate(spec.grid()):
             model = spec.build(params, seed=settings.seed)
-            model.fit(Z_train, task.y[task.train])
+            fit_classifier(
+                model, Z_train, task.y[task.train], task.groups[task.train], settings.seed
+            )
             predictions[(spec.key, index)] = _proba(model, Z_test)
     return {"fold": task.fold, "selected": list(Z_train.columns), "predictions": predictions}
 
@@ -246,7 +250,7 @@ def fit_arm(
     models = {}
     for spec in all_specs:
         model = spec.build(best_params[spec.key], seed=settings.seed)
-        model.fit(Z, y)
+        fit_classifier(model, Z, y, groups, settings.seed)
         models[spec.key] = Pipeline([("selection", selection), ("classifier", model)])
 
     cv_results = pd.DataFrame(records)
@@ -278,12 +282,10 @@ def _choose(models, best_cv: pd.Series, features, cohort, settings) -> tuple[str
         return key, float(best_cv[key])
     if settings.select_on != "internal":
         raise TrainingError(f"select_on '{settings.select_on}' is not 'cv' or 'internal'")
-    rows = cohort[(cohort["cohort"] == settings.internal) & cohort["label"].notna()]
-    rows = rows.loc[rows.index.intersection(features.index, sort=False)]
-    if rows.empty:
-        raise TrainingError(
-            f"select_on='internal' needs labelled cases in the cohort '{settings.internal}'"
-        )
+    try:
+        rows = training_rows(features, cohort, settings.internal)
+    except TrainingError as exc:
+        raise TrainingError(f"select_on='internal': {exc}") from None
     y = rows["label"].astype(int).to_numpy()
     scores = {
         key: macro_auc(y, predict_proba(model, features.loc[rows.index]))

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ovfdlr.cache import atomic_write_bytes
 from ovfdlr.deep.backbones import (
     Backbone,
     KerasResNet50,
@@ -38,7 +39,7 @@ from ovfdlr.deep.backbones import (
     state_digest,
     torchvision_resnet50,
 )
-from ovfdlr.deep.inputs import NORMALIZATIONS
+from ovfdlr.deep.inputs import normalize
 
 N_CLASSES = 3
 METADATA_KEY = "ovfdlr_finetuned"
@@ -74,19 +75,10 @@ class FinetuneResult:
     base_spec: str = ""
     extra: dict = field(default_factory=dict)
 
-    def classifier(self) -> nn.Module:
-        """Backbone and head as one network (N, 3, H, W) -> (N, 3) logits."""
-        return nn.Sequential(self.backbone.model, self.head).eval()
-
 
 def _normalize_torch(x: torch.Tensor, normalization: str) -> torch.Tensor:
-    order, scale, mean, std = NORMALIZATIONS[normalization]
-    x = x * scale
-    if order == "bgr":
-        x = x.flip(1)
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
+    """:func:`ovfdlr.deep.inputs.normalize` on a tensor of inputs (no gradient flows here)."""
+    return torch.from_numpy(normalize(x.detach().numpy(), normalization))
 
 
 def augment(x: torch.Tensor, settings: FinetuneSettings, generator: torch.Generator):
@@ -117,23 +109,16 @@ def augment(x: torch.Tensor, settings: FinetuneSettings, generator: torch.Genera
 def holdout_split(
     labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, hold-out): patients never straddle, classes stratified where possible."""
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+    """Indices (train, hold-out): the first of ``round(1 / fraction)`` patient-grouped,
+    class-stratified folds (:func:`ovfdlr.cohort.patient_folds`)."""
+    from ovfdlr.cohort import patient_folds
 
     n_splits = max(2, round(1 / fraction))
-    unique_groups = np.unique(groups)
-    if len(unique_groups) < n_splits:
-        raise ValueError(
-            f"fine-tuning needs at least {n_splits} training patients for a "
-            f"{fraction:.0%} hold-out (found {len(unique_groups)})"
-        )
     try:
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        train, hold = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    except ValueError:  # a class with fewer members than folds
-        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        train, hold = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    return np.sort(train), np.sort(hold)
+        train, hold = patient_folds(labels, groups, n_splits, seed)[0]
+    except ValueError as exc:
+        raise ValueError(f"fine-tuning hold-out: {exc}") from None
+    return train, hold
 
 
 def _freeze_batchnorm(model: nn.Module) -> None:
@@ -226,6 +211,8 @@ def finetune(
                 settings.max_steps is not None and steps >= settings.max_steps
             ):
                 break
+        if best_state is None:  # the hold-out loss was never finite
+            raise ValueError("fine-tuning diverged: the hold-out loss was never finite")
         model.load_state_dict(best_state)
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -264,8 +251,12 @@ def save_finetuned(result: FinetuneResult, path: str | Path, extra: dict | None 
         "settings": json.dumps(asdict(result.settings)),
         "extra": json.dumps(extra or {}, default=str),
     }
-    save_file(tensors, str(path), metadata=metadata)
-    result.curve.to_csv(path.with_suffix(".curve.csv"), index=False)
+    # curve first, weights last, each renamed into place: a file that exists is complete
+    curve = path.with_suffix(".curve.csv")
+    atomic_write_bytes(curve, result.curve.to_csv(index=False).encode())
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    partial.replace(path)
     return path
 
 
