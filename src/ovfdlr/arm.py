@@ -31,7 +31,7 @@ from ovfdlr import __version__
 from ovfdlr.evaluation import Evaluation, cohort_order, compare_arms, evaluate
 from ovfdlr.report import figures
 from ovfdlr.selection import fuse
-from ovfdlr.training import CLASSES, ArmFit, TrainSettings, fit_arm, predictions
+from ovfdlr.training import CLASSES, ArmFit, TrainSettings, fit_arm, predictions, training_rows
 
 SHAP_CASES = 200  # explained cases for kernel explainers (all cases for tree and linear ones)
 
@@ -118,8 +118,7 @@ def train_arm(
         from ovfdlr.explain import KERNEL, explain, sample_cases
 
         start = time.perf_counter()
-        train_rows = cohort[(cohort["cohort"] == settings.training) & cohort["label"].notna()]
-        background = features.loc[train_rows.index.intersection(features.index, sort=False)]
+        background = features.loc[training_rows(features, cohort, settings.training).index]
         cases = cohort.loc[cohort.index.intersection(features.index, sort=False)]
         if fit.chosen in KERNEL:
             cases = cases.loc[sample_cases(cases, SHAP_CASES, settings.seed)]
@@ -276,6 +275,12 @@ def compare_dirs(dir_a: str | Path, dir_b: str | Path, *, seed: int = 0) -> pd.D
         summary = json.loads(summary_path.read_text())
         preds = pd.read_parquet(preds_path)
         preds = preds[preds["classifier"] == summary["chosen"]]
-        loaded.append((f"{summary['arm']} ({summary['chosen']})", preds))
-    (name_a, preds_a), (name_b, preds_b) = loaded
-    return compare_arms(preds_a, preds_b, name_a=name_a, name_b=name_b, seed=seed)
+        training = summary.get("settings", {}).get("training", "train")
+        loaded.append((f"{summary['arm']} ({summary['chosen']})", preds, training))
+    (name_a, preds_a, training), (name_b, preds_b, _) = loaded
+    table = compare_arms(
+        preds_a, preds_b, name_a=name_a, name_b=name_b, seed=seed, skip=(training,)
+    )
+    if table.empty:
+        raise ValueError(f"{dir_a} and {dir_b} share no labelled case to compare")
+    return table

@@ -26,6 +26,22 @@ from ovfdlr import stats
 from ovfdlr.training import CLASSES, PROBA
 
 SUMMARY_METRICS = ("sensitivity", "specificity", "f1")
+COMPARISON_COLUMNS = [
+    "cohort",
+    "arm_a",
+    "arm_b",
+    "n",
+    "test",
+    "class",
+    "auc_a",
+    "auc_b",
+    "difference",
+    "statistic",
+    "p_value",
+    "ci_lower",
+    "ci_upper",
+    "note",
+]
 
 
 @dataclass
@@ -186,15 +202,19 @@ def compare_arms(
     seed: int = 0,
     n_boot: int = 2000,
     level: float = 0.95,
+    skip: tuple[str, ...] = ("train",),
 ) -> pd.DataFrame:
     """Paired tests between the chosen models of two arms on the cases they share, per cohort.
 
     Per cohort: one paired DeLong test per class, the stratified-DeLong test of the macro AUC
     difference and, as a cross-check, its paired stratified bootstrap. ``preds_*`` are the
-    chosen models' predictions (one row per case and cohort).
+    chosen models' predictions (one row per case and cohort). The cohorts in ``skip`` are left
+    out: the training cohort's apparent (resubstitution) predictions say nothing a test could
+    generalise; its out-of-fold predictions (``train (cv)``) are compared.
     """
     rows = []
-    for cohort in cohort_order(list(preds_a["cohort"]) + list(preds_b["cohort"])):
+    cohorts = cohort_order(list(preds_a["cohort"]) + list(preds_b["cohort"]))
+    for cohort in [c for c in cohorts if c not in skip]:
         a = preds_a[(preds_a["cohort"] == cohort) & preds_a["label"].notna()]
         b = preds_b[(preds_b["cohort"] == cohort) & preds_b["label"].notna()]
         shared = a.index.intersection(b.index, sort=False)
@@ -247,4 +267,4 @@ def compare_arms(
                     "note": "",
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

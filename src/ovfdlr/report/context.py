@@ -81,6 +81,7 @@ class ArmView:
     untrained: bool
     chosen: str
     chosen_name: str
+    chosen_note: str
     folder: str
     funnel: Figure
     lasso: Figure
@@ -353,8 +354,22 @@ def weights_statement(name: str, info: dict) -> tuple[str, bool]:
     else:
         text = f"{name}: deep features from {label} (weights: {weights})"
     if deep.get("finetuned"):
-        text += ", fine-tuned on the training cohort"
+        text += (
+            ", fine-tuned on the whole training cohort (so its cross-validated figures are "
+            "optimistic: the network had seen every training fold)"
+        )
     return f"{text}. Feature sets: {sets}.", untrained
+
+
+def _chosen_note(summary: dict[str, Any]) -> str:
+    """How the arm's model was chosen, and what that means for the cohort that chose it."""
+    if summary.get("chosen_on") == "internal":
+        internal = (summary.get("settings") or {}).get("internal", "internal")
+        return (
+            f"chosen on the {internal} cohort: its AUC there picked the model and is not an "
+            "independent estimate"
+        )
+    return "chosen on the training cross-validation"
 
 
 def _cohort_figures(
@@ -440,6 +455,7 @@ def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
         untrained=untrained,
         chosen=chosen,
         chosen_name=NAMES.get(chosen, chosen),
+        chosen_note=_chosen_note(summary),
         folder=run.link(folder),
         funnel=run.figure(figures / "selection-funnel.png", "selection funnel"),
         lasso=run.figure(figures / "lasso-cv.png", "LASSO cross-validation"),
