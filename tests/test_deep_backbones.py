@@ -159,9 +159,11 @@ def test_random_weights_are_seeded_and_labelled(images):
 
 
 def test_features_are_deterministic(keras_file, images):
+    """Two independent loads of the same file give bit-identical features."""
     path, _, _ = keras_file
-    backbone = load_backbone(f"radimagenet:{path}")
-    np.testing.assert_array_equal(outputs(backbone, images), outputs(backbone, images))
+    first = outputs(load_backbone(f"radimagenet:{path}"), images)
+    second = outputs(load_backbone(f"radimagenet:{path}"), images)
+    np.testing.assert_array_equal(first, second)
 
 
 # ---------------------------------------------------------------------------------------------

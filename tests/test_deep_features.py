@@ -169,7 +169,7 @@ def test_finetuning_lowers_the_training_loss_and_is_deterministic(small_inputs, 
 
 def test_finetuning_needs_enough_patients(small_inputs):
     _, images = small_inputs
-    with pytest.raises(ValueError, match="at least 5 training patients"):
+    with pytest.raises(ValueError, match="5 folds need at least 5 patients"):
         finetune(
             load_backbone("random:0"),
             images[:4],
@@ -237,7 +237,7 @@ def test_grad_cam_maps(small_inputs):
         train["patient_id"].to_numpy(),
         FinetuneSettings(epochs=1, max_steps=1, seed=0),
     )
-    maps = grad_cam(result, images[:3])
+    maps = grad_cam(result.backbone, result.head, images[:3])
     assert maps.shape == (3, 64, 64)
     assert maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
 

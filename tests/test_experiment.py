@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -169,13 +170,18 @@ def test_rerun_is_cached_and_a_changed_setting_redoes_only_its_stages(finished_r
     folder, reference, _ = finished_run
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    result = runner.invoke(app, ["run", str(folder / "experiment.yaml"), "--out", str(run)])
+    config = yaml.safe_load((folder / "experiment.yaml").read_text())
+    # settings that change nothing in the results: batch size and worker processes
+    config["arms"][1]["deep"]["batch_size"] = 3
+    config["jobs"] = 1
+    harmless = folder / "harmless.yaml"
+    harmless.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(harmless), "--out", str(run)])
     assert result.exit_code == 0, result.output
     statuses = {
         s["name"]: s["status"] for s in json.loads((run / "run.json").read_text())["stages"]
     }
     assert all(v == "cached" for k, v in statuses.items() if k != "report"), statuses
-    config = yaml.safe_load((folder / "experiment.yaml").read_text())
     config["arms"][1]["deep"]["pca"] = 6
     changed = folder / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
@@ -215,6 +221,9 @@ def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "arms" / "deep" / "arm.json").exists()
+    # the stage that was killed has no key: it cannot pass for finished
+    keys = json.loads((out / ".stage-keys.json").read_text())
+    assert "radiomics" in keys and "arm-radiomics" not in keys
     subprocess.run(command, check=True, capture_output=True)
     for name in ("arms/radiomics/predictions.parquet", "arms/deep/predictions.parquet"):
         pd.testing.assert_frame_equal(
@@ -296,3 +305,121 @@ def test_example_configs_are_valid(name):
         assert [a.name for a in config.arms] == ["radimagenet", "imagenet"]
         assert config.pairs() == [("radimagenet", "imagenet")]
         assert config.arms[0].deep.weights.startswith("radimagenet:/")
+
+
+def test_tampered_metadata_and_escaping_names_are_refused(finished_run, tmp_path):
+    import shutil
+
+    _, run, _ = finished_run
+    copy = tmp_path / "bundle"
+    shutil.copytree(run / "bundles" / "deep", copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["feature_sets"]["deep"]["input"]["margin"] = 0.5  # a changed setting
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="checksum differs"):
+        load_bundle(copy)
+    from ovfdlr.bundle import _checksum
+
+    meta["feature_sets"]["deep"]["pca"] = "../pca.npz"
+    meta["checksum"] = _checksum(meta)
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="points outside the bundle"):
+        load_bundle(copy)
+
+
+def test_predict_reports_a_case_that_cannot_be_scored(finished_run, tmp_path):
+    import SimpleITK as sitk
+
+    _, run, _ = finished_run
+    cohort_dir = Path(yaml.safe_load((run / "config.yaml").read_text())["manifest"]).parent
+    image = sorted((cohort_dir / "images").glob("*.nii.gz"))[0]
+    empty = sitk.Image(sitk.ReadImage(str(image)).GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(sitk.ReadImage(str(image)))
+    sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run / "bundles" / "radiomics"),
+            "--image",
+            str(image),
+            "--mask",
+            str(tmp_path / "empty.nii.gz"),
+            "--out",
+            str(tmp_path / "p"),
+            "--cache",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "failed" in result.output and "no case could be scored" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_finetuned_arm_bundle_round_trip(cohort_60, tmp_path):
+    """A fine-tuned, PCA-reduced deep arm with a normalisation override predicts a training
+    case exactly as the run did; the fine-tuning never sees a non-training row."""
+    from ovfdlr.cohort import load_manifest
+
+    config = {
+        "name": "tuned",
+        "manifest": str(cohort_60),
+        "arms": [
+            {
+                "name": "tuned",
+                "radiomics": False,
+                "morphometry": False,
+                "deep": {
+                    "weights": "random:0",
+                    "pca": 4,
+                    "finetune_epochs": 1,
+                    "normalization": "radimagenet-torch",
+                    "gradcam_cases": 2,
+                },
+            }
+        ],
+        "models": {"classifiers": ["lr"], "quick": True, "folds": 3, "explain": False},
+        "preview": False,
+        "jobs": 2,
+        "cache": str(tmp_path / "cache"),
+    }
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    bundle = load_bundle(run / "bundles" / "tuned")
+    assert {"finetuned.safetensors", "pca.npz"} <= set(bundle.meta["files"])
+    assert bundle.meta["feature_sets"]["deep"]["normalization"] == "radimagenet-torch"
+    assert len(list((run / "features" / "gradcam-tuned").glob("*.png"))) == 2
+    preds = pd.read_parquet(run / "arms" / "tuned" / "predictions.parquet")
+    train = preds[(preds["classifier"] == "lr") & (preds["cohort"] == "train")].head(2)
+    cohort = load_manifest(cohort_60)
+    table, _ = predict(bundle, cohort.loc[train.index], cache_dir=False)
+    np.testing.assert_allclose(
+        table[["p0", "p1", "p2"]].to_numpy(),
+        train[["p0", "p1", "p2"]].to_numpy(),
+        rtol=0,
+        atol=1e-9,
+    )
+    from safetensors.torch import load_file
+
+    weights = load_file(run / "features" / "finetuned-tuned.safetensors")
+
+    # other labels outside the training cohort: the same fine-tuned network
+    changed = pd.read_csv(cohort_60)
+    outside = changed["cohort"] != "train"
+    changed.loc[outside, "label"] = (changed.loc[outside, "label"] + 1) % 3
+    changed.to_csv(tmp_path / "manifest.csv", index=False)
+    for column in ("image", "mask"):
+        changed[column] = [str(cohort_60.parent / v) for v in changed[column]]
+    changed.to_csv(tmp_path / "manifest.csv", index=False)
+    config["manifest"] = str(tmp_path / "manifest.csv")
+    config["cache"] = str(tmp_path / "cache2")
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run2")])
+    assert result.exit_code == 0, result.output
+    again = load_file(tmp_path / "run2" / "features" / "finetuned-tuned.safetensors")
+    assert again.keys() == weights.keys()
+    for name, tensor in weights.items():  # bit-identical (the file's header order may vary)
+        assert torch.equal(again[name], tensor), name

@@ -39,7 +39,6 @@ from ovfdlr.training import CLASSES, PROBA
 FORMAT = "ovfdlr-bundle"
 FORMAT_VERSION = 1
 CLASS_NAMES = {0: "conservative care", 1: "either", 2: "surgery"}
-BACKGROUND_ROWS = 200
 TOP_CONTRIBUTIONS = 5
 
 
@@ -91,24 +90,33 @@ def write_bundle(run_dir: Path, arm, config, out: Path) -> Path:
         from ovfdlr.deep.backbones import spec_digest
 
         entry["weights_sha256"] = spec_digest(deep.weights)
-        tuned = run_dir / "features" / f"finetuned-{arm.name}.safetensors"
-        if deep.finetune_epochs and tuned.is_file():
-            shutil.copy2(tuned, out / "finetuned.safetensors")
-            entry["finetuned"] = "finetuned.safetensors"
-        pca = run_dir / "features" / f"pca-{arm.name}.npz"
-        if deep.pca and pca.is_file():
-            shutil.copy2(pca, out / "pca.npz")
-            entry["pca"] = "pca.npz"
+        for wanted, source, name, key in (
+            (
+                deep.finetune_epochs,
+                f"finetuned-{arm.name}.safetensors",
+                "finetuned.safetensors",
+                "finetuned",
+            ),
+            (deep.pca, f"pca-{arm.name}.npz", "pca.npz", "pca"),
+        ):
+            if not wanted:
+                continue
+            path = run_dir / "features" / source
+            if not path.is_file():
+                raise BundleError(f"{path} is missing: the arm's features depend on it")
+            shutil.copy2(path, out / name)
+            entry[key] = name
         feature_sets["deep"] = entry
         tables.append(run_dir / "features" / f"deep-{arm.name}.parquet")
     from ovfdlr.arm import read_features
+    from ovfdlr.training import training_rows
 
     features = read_features(tables)
     cohort = load_manifest(config.manifest)
-    training = cohort[(cohort["cohort"] == config.cohorts.training) & cohort["label"].notna()]
-    background = features.loc[training.index.intersection(features.index, sort=False)]
-    if len(background) > BACKGROUND_ROWS:
-        background = background.sample(BACKGROUND_ROWS, random_state=config.seed)
+    training = training_rows(features, cohort, config.cohorts.training)
+    # the explainers' reference: every training row, as the classifier sees it (selected,
+    # z-scored), so predict explains exactly as the run did
+    background = model.named_steps["selection"].transform(features.loc[training.index])
     background.to_parquet(out / "background.parquet")
     files = sorted(p.name for p in out.iterdir())
     payload = {
@@ -131,8 +139,16 @@ def write_bundle(run_dir: Path, arm, config, out: Path) -> Path:
         "seed": config.seed,
         "files": {name: file_digest(out / name) for name in files},
     }
+    payload["checksum"] = _checksum(payload)
     (out / "bundle.json").write_text(json.dumps(payload, indent=2, default=str))
     return out
+
+
+def _checksum(meta: dict) -> str:
+    """SHA-256 of the metadata itself (without this field), canonical JSON."""
+    from ovfdlr.cache import stable_hash
+
+    return stable_hash({k: v for k, v in meta.items() if k != "checksum"})
 
 
 @dataclass
@@ -150,7 +166,13 @@ class Bundle:
 
 
 def load_bundle(folder: str | Path) -> Bundle:
-    """Read a bundle, verify every file's SHA-256 and load the model with trusted types only."""
+    """Read a bundle, verify it and load the model with trusted types only.
+
+    Verified: the format, the metadata's own checksum, that every file the bundle uses has a
+    recorded SHA-256 and lies in the bundle's folder, and every file's SHA-256. This is an
+    integrity check (accidental or careless changes are caught); it is not a signature, so a
+    bundle is only as trustworthy as the place it comes from.
+    """
     from ovfdlr.modelio import ModelFileError, load_model
 
     folder = Path(folder)
@@ -163,7 +185,26 @@ def load_bundle(folder: str | Path) -> Bundle:
         raise BundleError(f"{meta_path}: not valid JSON ({exc.msg})") from None
     if meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path}: not an ovfdlr bundle")
-    for name, digest in meta.get("files", {}).items():
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{meta_path}: bundle format {meta.get('format_version')} is not the {FORMAT_VERSION} "
+            f"this ovfdlr reads"
+        )
+    if meta.get("checksum") != _checksum(meta):
+        raise BundleError(f"{meta_path}: modified since the bundle was written (checksum differs)")
+    files = meta.get("files", {})
+    referenced = {"model.skops", "background.parquet"} | {
+        entry[key]
+        for entry in meta.get("feature_sets", {}).values()
+        for key in ("params", "finetuned", "pca")
+        if isinstance(entry, dict) and entry.get(key)
+    }
+    for name in referenced | set(files):
+        if Path(name).name != name:
+            raise BundleError(f"{meta_path}: file name '{name}' points outside the bundle")
+        if name not in files:
+            raise BundleError(f"{meta_path}: {name} has no recorded SHA-256")
+    for name, digest in files.items():
         path = folder / name
         if not path.is_file():
             raise BundleError(f"{folder}: file {name} is missing")
@@ -219,18 +260,20 @@ def case_features(
         )
         tables.append(tables_deep)
         errors.append(errors_deep)
+    error_frame = (
+        pd.concat([e for e in errors if len(e)], ignore_index=True)
+        if any(len(e) for e in errors)
+        else pd.DataFrame(columns=["case_id", "stage", "reason"])
+    )
     features = fuse(tables)
+    if features.empty:  # every case failed somewhere: the reasons say where
+        return pd.DataFrame(columns=bundle.meta["input_columns"]), error_frame
     missing = [c for c in bundle.meta["input_columns"] if c not in features.columns]
     if missing:
         raise BundleError(
             f"the computed features lack {len(missing)} column(s) the model expects, e.g. "
             + ", ".join(missing[:5])
         )
-    error_frame = (
-        pd.concat([e for e in errors if len(e)], ignore_index=True)
-        if any(len(e) for e in errors)
-        else pd.DataFrame(columns=["case_id", "stage", "reason"])
-    )
     return features[bundle.meta["input_columns"]], error_frame
 
 
@@ -302,7 +345,18 @@ def predict(
     table["predicted_name"] = table["predicted_class"].map(
         {int(k): v for k, v in bundle.meta["class_names"].items()}
     )
-    shap_result = explain(bundle.model, bundle.background, features)
+    try:
+        shap_result = explain(
+            bundle.model,
+            bundle.background,
+            features,
+            seed=bundle.meta.get("seed", 0),
+            background_selected=True,
+        )
+    except Exception as exc:  # the probabilities stand without their explanation
+        table["contributions"] = [[] for _ in range(len(table))]
+        table["explained_output"] = f"unavailable: {type(exc).__name__}: {exc}"
+        return table.rename_axis("case_id"), failures
     contributions = []
     for i, case_id in enumerate(features.index):
         k = int(table.loc[case_id, "predicted_class"])

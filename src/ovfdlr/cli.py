@@ -452,6 +452,10 @@ def extract_deep_command(
         raise fail(str(exc)) from None
     if gradcam and finetune_epochs < 1:
         raise fail("--gradcam needs a fine-tuned model: give --finetune-epochs N")
+    from ovfdlr.deep.inputs import NORMALIZATIONS
+
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise fail(f"--normalization '{normalization}' is not one of {', '.join(NORMALIZATIONS)}")
     cache_dir = _check_outputs(out, cache)
     cohort = _load_cohort(manifest)
     try:

@@ -82,12 +82,27 @@ class DeepConfig(Strict):
     @field_validator("weights")
     @classmethod
     def _known_family(cls, value: str) -> str:
-        family = value.partition(":")[0]
+        family, _, argument = value.partition(":")
         if family not in ("imagenet", "radimagenet", "file", "random"):
             raise ValueError(
                 "expected imagenet, imagenet:PATH, radimagenet:PATH, file:PATH or random:SEED"
             )
+        if family in ("radimagenet", "file") and not argument:
+            raise ValueError(f"expected {family}:PATH (the weights file)")
+        if family == "random" and argument and not argument.lstrip("-").isdigit():
+            raise ValueError("expected random:SEED with an integer seed")
         return value
+
+    def input_settings(self):
+        """The :class:`ovfdlr.deep.inputs.InputSettings` these settings describe."""
+        from ovfdlr.deep.inputs import InputSettings
+
+        return InputSettings(
+            plane=self.plane,
+            margin=self.margin,
+            window_level=self.window_level,
+            window_width=self.window_width,
+        )
 
 
 class ArmConfig(Strict):

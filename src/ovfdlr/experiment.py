@@ -74,11 +74,23 @@ class RunState:
 
     def saved_keys(self) -> dict[str, str]:
         path = self.out / KEYS_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:  # damaged: every stage is checked again
+            return {}
 
-    def save_key(self, stage: str, key: str) -> None:
-        keys = self.saved_keys() | {stage: key}
-        (self.out / KEYS_FILE).write_text(json.dumps(keys, indent=1, sort_keys=True))
+    def save_key(self, stage: str, key: str | None) -> None:
+        """Record (or, with ``None``, forget) a stage's key; written atomically."""
+        from ovfdlr.cache import atomic_write_bytes
+
+        keys = self.saved_keys()
+        if key is None:
+            keys.pop(stage, None)
+        else:
+            keys[stage] = key
+        atomic_write_bytes(
+            self.out / KEYS_FILE, json.dumps(keys, indent=1, sort_keys=True).encode()
+        )
 
 
 def _versions() -> dict[str, str]:
@@ -123,6 +135,7 @@ def _stage(state: RunState, name: str, key: str, outputs: list[Path], work: Call
         status = "cached"
     else:
         log.info("stage %s: computing", name)
+        state.save_key(name, None)  # a stage killed half-way must not pass for finished later
         work()
         missing = [str(p) for p in outputs if not p.exists()]
         if missing:
@@ -157,9 +170,10 @@ def _cohort_stage(state: RunState) -> None:
                 if value and not Path(value).is_absolute()
                 else Path(value)
             )
-            digests.append(
-                file_digest(path, index) if value and path.exists() else f"missing:{value}"
-            )
+            try:
+                digests.append(file_digest(path, index) if value else "empty")
+            except (OSError, ValueError):  # missing or unreadable: validation names it
+                digests.append(f"unreadable:{value}")
     key = stable_hash("cohort", file_digest(manifest), digests)
     state.data_sha256 = stable_hash(digests)
     tables = state.out / "tables"
@@ -229,27 +243,34 @@ def _extraction_stage(state: RunState, name: str, run) -> None:
 
 def _deep_stage(state: RunState, arm) -> None:
     from ovfdlr.deep.finetune import FinetuneSettings
-    from ovfdlr.deep.inputs import InputSettings
     from ovfdlr.deep.stage import run_deep_stage
     from ovfdlr.extraction import write_errors, write_tables
 
     deep, config = arm.deep, state.config
-    settings = InputSettings(
-        plane=deep.plane,
-        margin=deep.margin,
-        window_level=deep.window_level,
-        window_width=deep.window_width,
-    )
+    settings = deep.input_settings()
     from ovfdlr.deep.backbones import spec_digest
 
     out = state.out / "features" / f"deep-{arm.name}.parquet"
+    learned = bool(deep.finetune_epochs or deep.pca)
+    # what decides the features: the weights' content (not their path), the inputs, the
+    # preprocessing, and - only when something is fitted on the training cohort - that cohort,
+    # the seed and the fitting settings (batch size and thread counts change nothing)
     key = stable_hash(
         "deep",
         state.keys["cohort"],
-        deep.model_dump(mode="json"),
+        deep.weights.partition(":")[0],
         spec_digest(deep.weights),
-        config.seed,
-        config.cohorts.training,
+        settings.as_dict(),
+        deep.normalization,
+        {
+            "pca": deep.pca,
+            "finetune_epochs": deep.finetune_epochs,
+            "gradcam_cases": deep.gradcam_cases if deep.finetune_epochs else 0,
+            "seed": config.seed,
+            "training": config.cohorts.training,
+        }
+        if learned
+        else None,
     )
     label_file = out.with_suffix(".json")
 
@@ -287,7 +308,15 @@ def _deep_stage(state: RunState, arm) -> None:
             )
         )
 
-    _stage(state, f"deep-{arm.name}", key, [out, label_file], work)
+    outputs = [out, label_file]
+    if deep.finetune_epochs:
+        outputs += [
+            out.parent / f"finetuned-{arm.name}.safetensors",
+            out.parent / f"finetuned-{arm.name}.curve.csv",
+        ]
+    if deep.pca:
+        outputs.append(out.parent / f"pca-{arm.name}.npz")
+    _stage(state, f"deep-{arm.name}", key, outputs, work)
     state.deep_labels[arm.name] = json.loads(label_file.read_text())
 
 
@@ -296,16 +325,7 @@ def _preview_stage(state: RunState) -> None:
     from ovfdlr.deep.preview import contact_sheets
 
     deep = next((a.deep for a in state.config.arms if a.deep), None)
-    settings = (
-        InputSettings(
-            plane=deep.plane,
-            margin=deep.margin,
-            window_level=deep.window_level,
-            window_width=deep.window_width,
-        )
-        if deep
-        else InputSettings()
-    )
+    settings = deep.input_settings() if deep else InputSettings()
     key = stable_hash("preview", state.keys["cohort"], settings.as_dict())
     first = state.out / "figures" / "inputs-001.png"
 
@@ -343,9 +363,10 @@ def _arm_stage(state: RunState, arm) -> None:
         jobs=config.jobs,
     )
     folder = state.out / "arms" / arm.name
-    key = stable_hash(
-        "arm", [state.keys[s] for s in sources], settings.as_dict(), config.models.explain
-    )
+    # the tables' content, not the upstream keys: a feature stage redone with the same result
+    # leaves the arm cached; the number of worker processes changes nothing and is left out
+    fitting = {k: v for k, v in settings.as_dict().items() if k != "jobs"}
+    key = stable_hash("arm", [file_digest(t) for t in tables], fitting, config.models.explain)
 
     def work():
         features = read_features(tables)
@@ -366,6 +387,7 @@ def _compare_stage(state: RunState) -> None:
     pairs = state.config.pairs()
     out = state.out / "tables" / "comparison.csv"
     if not pairs:
+        out.unlink(missing_ok=True)  # from an earlier run with more arms
         return
     key = stable_hash("compare", pairs, [state.keys[f"arm-{a}"] for a in sorted({*sum(pairs, ())})])
 
@@ -431,6 +453,18 @@ def _write_run_json(state: RunState) -> dict:
     return payload
 
 
+def _remove_stale_arms(out: Path, arms: set[str]) -> None:
+    """Arms and bundles of an earlier run that the config no longer has (derived outputs)."""
+    import shutil
+
+    for kind in ("arms", "bundles"):
+        folder = out / kind
+        for child in folder.iterdir() if folder.is_dir() else []:
+            if child.is_dir() and child.name not in arms:
+                log.info("removing %s: arm '%s' is no longer in the config", child, child.name)
+                shutil.rmtree(child)
+
+
 def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
     """Run (or resume) an experiment into ``out``; return the content of ``run.json``."""
     from ovfdlr.morphometry import extract_morphometry
@@ -442,6 +476,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
     handler = _setup_log(out)
     state = RunState(config, out, Path(config.cache or default_cache_dir()))
     log.info("run %s into %s", config.name, out)
+    _remove_stale_arms(out, {arm.name for arm in config.arms})
     try:
         with shared_progress():
             _cohort_stage(state)

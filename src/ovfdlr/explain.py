@@ -118,17 +118,22 @@ def explain(
     kernel_background: int = 10,
     kernel_samples: int = 500,
     seed: int = 0,
+    background_selected: bool = False,
 ) -> ShapResult:
     """SHAP values of an arm model (selection + classifier) for ``cases``.
 
-    ``background`` are the training cohort's features (the explainers' reference data);
-    both tables are raw fused features, passed through the fitted selection first.
+    ``background`` are the training cohort's features (the explainers' reference data): raw
+    fused features like ``cases``, or already passed through the fitted selection when
+    ``background_selected`` (what a bundle stores). Kernel explanations draw their coalitions
+    from a generator re-seeded with ``seed`` for every case, so a case's values do not depend
+    on which other cases are explained with it.
     """
     import shap
 
     selection, classifier = model.named_steps["selection"], model.named_steps["classifier"]
     data = selection.transform(cases)
-    reference = selection.transform(background)
+    reference = background if background_selected else selection.transform(background)
+    reference = reference[list(data.columns)]
     key = _classifier_key(classifier)
     n, p = data.shape
     if key in TREE_PROBABILITY or key in TREE_MARGIN:
@@ -158,11 +163,13 @@ def explain(
             return classifier.predict_proba(pd.DataFrame(array, columns=columns))
 
         explainer = shap.KernelExplainer(probabilities, summary)
-        # KernelExplainer draws its coalitions from numpy's global generator
-        np.random.seed(seed)  # noqa: NPY002
-        values = _stack(
-            explainer.shap_values(data.to_numpy(), nsamples=kernel_samples, silent=True), n, p
-        )
+        per_case = []
+        for row in data.to_numpy():
+            # KernelExplainer draws its coalitions from numpy's global generator
+            np.random.seed(seed)  # noqa: NPY002
+            values = explainer.shap_values(row[None, :], nsamples=kernel_samples, silent=True)
+            per_case.append(_stack(values, 1, p))
+        values = np.concatenate(per_case, axis=0)
         base = _base(explainer.expected_value, n, values.shape[-1])
         output, name = classifier.predict_proba(data), "probability"
         label = f"KernelExplainer (k-means background of {kernel_background})"

@@ -129,12 +129,15 @@ def assemble(
     """Tables in task order from per-position results and failure records."""
     order = sorted(results)
     index = pd.Index([tasks[i].case_id for i in order], name="case_id", dtype="object")
-    features = pd.DataFrame.from_records(
-        [results[i]["features"] for i in order], index=index
-    ).astype("float64")
-    diagnostics = pd.DataFrame.from_records(
-        [results[i].get("diagnostics", {}) for i in order], index=index
-    )
+    if order:
+        features = pd.DataFrame.from_records(
+            [results[i]["features"] for i in order], index=index
+        ).astype("float64")
+        diagnostics = pd.DataFrame.from_records(
+            [results[i].get("diagnostics", {}) for i in order], index=index
+        )
+    else:  # every case failed: empty tables, the reasons are in errors
+        features, diagnostics = pd.DataFrame(index=index), pd.DataFrame(index=index)
     position = {t.case_id: i for i, t in enumerate(tasks)}
     error_frame = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     error_frame = error_frame.sort_values("case_id", key=lambda s: s.map(position))

@@ -214,8 +214,10 @@ def training_pca(
     """
     from sklearn.decomposition import PCA
 
-    train_ids = cohort.index[cohort["cohort"] == training]
-    train = features.loc[features.index.intersection(train_ids)]
+    from ovfdlr.cohort import labelled_rows
+
+    train_ids = labelled_rows(cohort, training).index
+    train = features.loc[features.index.intersection(train_ids, sort=False)]
     if len(train) < n_components:
         raise ValueError(
             f"PCA with {n_components} components needs at least as many '{training}' cases "

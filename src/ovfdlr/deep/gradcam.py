@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 
-def grad_cam(finetuned, images: np.ndarray, targets: list[int] | None = None) -> np.ndarray:
+def grad_cam(backbone, head, images: np.ndarray, targets: list[int] | None = None) -> np.ndarray:
     """Heat maps (N, H, W) in [0, 1] for prepared images (N, 3, H, W) in [0, 1].
 
-    ``finetuned`` is a :class:`ovfdlr.deep.finetune.FinetuneResult` (or anything with
-    ``classifier()`` and ``backbone``); ``targets`` are the classes to explain (default: each
-    image's predicted class).
+    ``backbone`` is the fine-tuned :class:`ovfdlr.deep.backbones.Backbone` and ``head`` its
+    3-class linear head; ``targets`` are the classes to explain (default: each image's
+    predicted class).
     """
     import torch
     from pytorch_grad_cam import GradCAM
@@ -26,9 +26,9 @@ def grad_cam(finetuned, images: np.ndarray, targets: list[int] | None = None) ->
 
     from ovfdlr.deep.inputs import normalize
 
-    model = finetuned.classifier()
-    layer = model[0].layer4[-1]
-    x = torch.from_numpy(normalize(images, finetuned.backbone.normalization))
+    model = torch.nn.Sequential(backbone.model, head).eval()
+    layer = backbone.model.layer4[-1]
+    x = torch.from_numpy(normalize(images, backbone.normalization))
     if targets is None:
         with torch.inference_mode():
             targets = model(x).argmax(1).tolist()

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ovfdlr.cache import file_digest, stable_hash
+from ovfdlr.cohort import labelled_rows
 from ovfdlr.deep.inputs import InputSettings
 from ovfdlr.extraction import ExtractionResult, tasks_from_cohort
 from ovfdlr.parallel import TaskFailure, console, run_tasks
@@ -33,11 +34,17 @@ class DeepStageResult:
     gradcam: list[Path] = field(default_factory=list)
 
 
-def _training_rows(cohort: pd.DataFrame, training: str) -> pd.DataFrame:
-    rows = cohort[(cohort["cohort"] == training) & cohort["label"].notna()]
-    if rows.empty:
-        raise ValueError(f"no labelled cases in the training cohort '{training}'")
-    return rows
+def _saved_key(path: Path) -> str | None:
+    """The key recorded in a fine-tuned weights file; None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return json.loads((handle.metadata() or {}).get("extra", "{}")).get("key")
+    except Exception:  # a damaged file (a crash while writing it) is simply made again
+        return None
 
 
 def _prepare_images(cohort, settings, jobs, progress, description):
@@ -95,7 +102,7 @@ def run_deep_stage(
         from ovfdlr.deep.finetune import finetune as run_finetune
         from ovfdlr.deep.finetune import load_finetuned, save_finetuned
 
-        train = _training_rows(cohort, training)
+        train = labelled_rows(cohort, training)
         key = stable_hash(
             "finetune",
             backbone_identity(backbone),
@@ -113,17 +120,9 @@ def run_deep_stage(
             ],
         )
         path = out_dir / f"finetuned-{arm}.safetensors"
-        reuse = False
-        if path.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                extra = json.loads((handle.metadata() or {}).get("extra", "{}"))
-            reuse = extra.get("key") == key
-        if reuse:
+        if _saved_key(path) == key and path.with_suffix(".curve.csv").is_file():
             tuned, head = load_finetuned(path, f"file:{path}")
             console.print(f"fine-tuned weights of '{arm}' reused from {path}")
-            finetuned = None
         else:
             ids, images = _prepare_images(
                 train, settings, jobs, progress, f"fine-tuning inputs ({arm})"
@@ -138,16 +137,12 @@ def run_deep_stage(
         backbone = tuned
         result.backbone_label = f"{backbone.label}, fine-tuned on '{training}'"
         if gradcam_cases:
-            from ovfdlr.deep.finetune import FinetuneResult
             from ovfdlr.deep.gradcam import grad_cam, save_overlays
 
-            holder = finetuned or FinetuneResult(
-                tuned, head, result.curve, 0, np.array([]), finetune
-            )
             chosen = cohort.loc[[c for c in gradcam_cases if c in cohort.index]]
             ids, images = _prepare_images(chosen, settings, 1, False, "grad-cam")
             if ids:
-                maps = grad_cam(holder, images)
+                maps = grad_cam(tuned, head, images)
                 titles = [
                     f"{c} ({cohort.loc[c, 'cohort']}, class "
                     f"{'?' if pd.isna(cohort.loc[c, 'label']) else int(cohort.loc[c, 'label'])})"
