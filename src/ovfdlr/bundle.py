@@ -190,6 +190,8 @@ def load_bundle(folder: str | Path) -> Bundle:
             f"{meta_path}: bundle format {meta.get('format_version')} is not the {FORMAT_VERSION} "
             f"this ovfdlr reads"
         )
+    if "checksum" not in meta:
+        raise BundleError(f"{meta_path}: has no checksum (written by an older ovfdlr); run again")
     if meta.get("checksum") != _checksum(meta):
         raise BundleError(f"{meta_path}: modified since the bundle was written (checksum differs)")
     files = meta.get("files", {})

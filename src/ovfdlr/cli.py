@@ -439,7 +439,7 @@ def extract_deep_command(
     Fine-tuned weights (safetensors, with their training curve), the PCA and Grad-CAM overlays
     are written beside <out>.
     """
-    from ovfdlr.deep.backbones import WeightsError
+    from ovfdlr.deep.errors import WeightsError
     from ovfdlr.deep.finetune import FinetuneSettings
     from ovfdlr.deep.inputs import InputError, InputSettings
     from ovfdlr.deep.stage import run_deep_stage
@@ -645,7 +645,7 @@ def predict(
     """Score new vertebrae: class probabilities, predicted ASTLOF class, top SHAP contributions."""
     from ovfdlr.bundle import BundleError, load_bundle, write_predictions
     from ovfdlr.bundle import predict as run_predict
-    from ovfdlr.deep.backbones import WeightsError
+    from ovfdlr.deep.errors import WeightsError
 
     if (manifest is None) == (image is None or mask is None):
         raise fail("give --image and --mask for one case, or --manifest for many")

@@ -54,13 +54,10 @@ import torch
 from torch import nn
 
 from ovfdlr.cache import file_digest
+from ovfdlr.deep.errors import WeightsError
 
 IMAGENET_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")  # V1, V2
 KERAS_BN_EPS = 1.001e-5
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be loaded exactly; the message names the file and the tensors."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""Errors of the deep-feature stage, importable without importing torch."""
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be loaded exactly; the message names the file and the tensors."""
