@@ -74,7 +74,24 @@ def fuse(tables: Sequence[pd.DataFrame], names: Sequence[str] | None = None) -> 
 # the filters
 
 
-class VarianceFilter(SelectorMixin, BaseEstimator):
+class _Selector(SelectorMixin, BaseEstimator):
+    """A selector whose ``fit`` sets the boolean mask ``support_``."""
+
+    def _get_support_mask(self):
+        check_is_fitted(self, "support_")
+        return self.support_
+
+
+class _SupervisedSelector(_Selector):
+    """A selector that needs the class labels to fit."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+class VarianceFilter(_Selector):
     """Drop constant, near-constant and non-finite features.
 
     A feature is dropped when, over the training rows, it is not finite in every row, its
@@ -108,10 +125,6 @@ class VarianceFilter(SelectorMixin, BaseEstimator):
         )
         return self
 
-    def _get_support_mask(self):
-        check_is_fitted(self, "support_")
-        return self.support_
-
 
 def _class_samples(X: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
     return [X[y == c] for c in np.unique(y)]
@@ -143,7 +156,7 @@ def univariate_scores(X: np.ndarray, y: np.ndarray, test: str) -> tuple[np.ndarr
     return statistic, np.clip(p, 0.0, 1.0)
 
 
-class UnivariateFilter(SelectorMixin, BaseEstimator):
+class UnivariateFilter(_SupervisedSelector):
     """Keep features whose association with the class has p < ``alpha``.
 
     If fewer than ``min_features`` pass, the ``min_features`` with the smallest p are kept so
@@ -154,11 +167,6 @@ class UnivariateFilter(SelectorMixin, BaseEstimator):
         self.test = test
         self.alpha = alpha
         self.min_features = min_features
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype="numeric")
@@ -173,16 +181,12 @@ class UnivariateFilter(SelectorMixin, BaseEstimator):
         self.support_ = support
         return self
 
-    def _get_support_mask(self):
-        check_is_fitted(self, "support_")
-        return self.support_
-
 
 def _ranks(X: np.ndarray) -> np.ndarray:
     return np.apply_along_axis(stats.rankdata, 0, X)
 
 
-class CorrelationFilter(SelectorMixin, BaseEstimator):
+class CorrelationFilter(_SupervisedSelector):
     """Remove redundancy: of features correlated beyond ``threshold``, keep the stronger one.
 
     Features are visited from the strongest univariate association (largest Kruskal-Wallis H,
@@ -194,11 +198,6 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
         self.threshold = threshold
         self.method = method
         self.test = test
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype="numeric")
@@ -222,12 +221,8 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
         self.support_ = support
         return self
 
-    def _get_support_mask(self):
-        check_is_fitted(self, "support_")
-        return self.support_
 
-
-class LassoSelector(SelectorMixin, BaseEstimator):
+class LassoSelector(_SupervisedSelector):
     """Features with a non-zero coefficient in an L1-penalised model chosen by grouped CV.
 
     ``method="multinomial"`` (default): multinomial logistic regression with an L1 penalty
@@ -257,11 +252,6 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
 
     def _grid(self) -> np.ndarray:
         if isinstance(self.Cs, int | np.integer):
@@ -372,10 +362,6 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         if names is None:
             names = np.array([f"x{j}" for j in range(len(self.support_))])
         return pd.DataFrame(self.coef_.T, index=names[self.support_], columns=labels)
-
-    def _get_support_mask(self):
-        check_is_fitted(self, "support_")
-        return self.support_
 
 
 def _snapshot(model):
