@@ -278,6 +278,26 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     assert out.with_suffix(".csv").is_file()
 
 
+def test_features_computed_in_background_processes_are_the_same(finished_run):
+    """``ovfdlr predict`` computes features in spawned processes while the model loads: the
+    features must be exactly those computed in the calling process."""
+    from ovfdlr.bundle import case_features, start_features
+    from ovfdlr.cohort import load_manifest
+
+    _, run, _ = finished_run
+    bundle = load_bundle(run / "bundles" / "deep", model=False)
+    assert bundle.model is None and bundle.background is None
+    cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    cases = cohort.iloc[[0, 7, 30]]
+    inline, inline_failures = case_features(bundle, cases, cache_dir=False)
+    job = start_features(bundle, cases, cache_dir=False, background=True)
+    features, failures = job.result()
+    assert list(features.columns) == bundle.meta["input_columns"]
+    assert any(c.startswith("dtl-") for c in features.columns)
+    pd.testing.assert_frame_equal(features, inline, check_exact=True)
+    assert failures.empty and inline_failures.empty
+
+
 def test_tampered_bundles_are_refused(finished_run, tmp_path):
     import shutil
 

@@ -304,6 +304,29 @@ def test_tampered_model_file_is_refused(tmp_path, fitted):
         load_model(tmp_path / "foreign.skops")
 
 
+def test_loading_a_model_keeps_array_libraries_out(tmp_path, fitted):
+    """skops lists scikit-learn's estimators by importing sklearn's packages; the array-API
+    wrappers among them would import torch and dask (seconds) unless ovfdlr hides them."""
+    import subprocess
+    import sys
+
+    from ovfdlr.modelio import save_model
+
+    path = save_model(fitted.models["rf"], tmp_path / "rf.skops")
+    code = (
+        "import sys\n"
+        "from ovfdlr.modelio import load_model\n"
+        f"model = load_model({str(path)!r})\n"
+        "print(type(model).__name__, 'torch' in sys.modules, 'dask' in sys.modules)\n"
+        "import torch\n"  # and the library still imports normally afterwards
+        "print(torch.ones(1).item())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert result.stdout.split() == ["Pipeline", "False", "False", "1.0"], result.stderr
+
+
 def test_the_number_of_worker_processes_changes_nothing(data, fitted):
     from dataclasses import replace
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,9 @@ import yaml
 
 from ovfdlr import __version__
 from ovfdlr.cache import file_digest
-from ovfdlr.training import CLASSES, PROBA
+
+# this module stays light to import (no scikit-learn, no torch): its feature functions run in
+# fresh processes while the model loads (:func:`start_features`)
 
 FORMAT = "ovfdlr-bundle"
 FORMAT_VERSION = 1
@@ -52,6 +54,7 @@ def write_bundle(run_dir: Path, arm, config, out: Path) -> Path:
     from ovfdlr.modelio import load_model, save_model
     from ovfdlr.morphometry import MorphometrySettings
     from ovfdlr.radiomics import load_params
+    from ovfdlr.training import CLASSES
 
     run_dir, out = Path(run_dir), Path(out)
     if out.exists():
@@ -153,28 +156,26 @@ def _checksum(meta: dict) -> str:
 
 @dataclass
 class Bundle:
-    """A loaded, verified bundle."""
+    """A verified bundle; ``model`` and ``background`` are None until :func:`load_scoring`."""
 
     folder: Path
     meta: dict[str, Any]
-    model: Any
-    background: pd.DataFrame
+    model: Any = None
+    background: pd.DataFrame | None = None
 
     @property
     def arm(self) -> str:
         return self.meta["arm"]
 
 
-def load_bundle(folder: str | Path) -> Bundle:
-    """Read a bundle, verify it and load the model with trusted types only.
+def load_bundle(folder: str | Path, *, model: bool = True) -> Bundle:
+    """Read a bundle, verify it and (``model=True``) load the model with trusted types only.
 
     Verified: the format, the metadata's own checksum, that every file the bundle uses has a
     recorded SHA-256 and lies in the bundle's folder, and every file's SHA-256. This is an
     integrity check (accidental or careless changes are caught); it is not a signature, so a
     bundle is only as trustworthy as the place it comes from.
     """
-    from ovfdlr.modelio import ModelFileError, load_model
-
     folder = Path(folder)
     meta_path = folder / "bundle.json"
     if not meta_path.is_file():
@@ -212,11 +213,27 @@ def load_bundle(folder: str | Path) -> Bundle:
             raise BundleError(f"{folder}: file {name} is missing")
         if file_digest(path) != digest:
             raise BundleError(f"{path}: modified since the bundle was written (SHA-256 differs)")
+    bundle = Bundle(folder, meta)
+    return load_scoring(bundle) if model else bundle
+
+
+def load_scoring(bundle: Bundle) -> Bundle:
+    """The bundle with what scoring needs besides the features: the model (trusted types
+    only), the SHAP background, and the explainer library imported (slow to import, so the
+    ``ovfdlr predict`` command does all of this while the features compute elsewhere)."""
+    from ovfdlr.modelio import ModelFileError, load_model
+
+    if bundle.model is not None:
+        return bundle
     try:
-        model = load_model(folder / "model.skops")
+        model = load_model(bundle.folder / "model.skops")
     except ModelFileError as exc:
         raise BundleError(str(exc)) from None
-    return Bundle(folder, meta, model, pd.read_parquet(folder / "background.parquet"))
+    import shap  # noqa: F401
+
+    return replace(
+        bundle, model=model, background=pd.read_parquet(bundle.folder / "background.parquet")
+    )
 
 
 def case_features(
@@ -229,11 +246,107 @@ def case_features(
     progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The bundle's input features for the cases of ``cohort`` (and the failures)."""
-    from ovfdlr.selection import fuse
+    job = start_features(
+        bundle, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir, progress=progress
+    )
+    return job.result()
 
+
+# feature sets computed together: the image features (SimpleITK, PyRadiomics) and the deep
+# features (torch) import different libraries, so each group runs in its own process
+_GROUPS = (("radiomics", "morphometry"), ("deep",))
+
+
+def start_features(
+    bundle: Bundle,
+    cohort: pd.DataFrame,
+    *,
+    weights: str | None = None,
+    jobs: int | None = 1,
+    cache_dir: Any = True,
+    progress: bool = False,
+    background: bool = False,
+) -> FeatureJob:
+    """Start computing the bundle's input features for ``cohort``.
+
+    ``background=False`` computes them now; ``background=True`` hands each group of feature
+    sets to a fresh process (spawned, so safe on every platform), and the caller does other
+    work (loading the model) before :meth:`FeatureJob.result` collects them. Either way the
+    features are the same: the same functions on the same settings.
+    """
+    sets = bundle.meta["feature_sets"]
+    groups = [[name for name in group if name in sets] for group in _GROUPS]
+    groups = [group for group in groups if group]
+    light = replace(bundle, model=None, background=None)  # what the processes need
+    args = dict(weights=weights, jobs=jobs, cache_dir=cache_dir)
+    if not background:
+        done = [_feature_group(light, group, cohort, progress=progress, **args) for group in groups]
+        return FeatureJob(bundle, done=done)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn"))
+    futures = [
+        pool.submit(_feature_group, light, group, cohort, progress=False, **args)
+        for group in groups
+    ]
+    return FeatureJob(bundle, futures=futures, pool=pool)
+
+
+class FeatureJob:
+    """Feature sets being computed for a cohort; :meth:`result` fuses them."""
+
+    def __init__(self, bundle: Bundle, *, done=None, futures=None, pool=None):
+        self.bundle, self._done, self._futures, self._pool = bundle, done, futures, pool
+
+    def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(features in the column order the model expects, failures), waiting if need be."""
+        from ovfdlr.selection import fuse
+
+        try:
+            parts = self._done if self._futures is None else [f.result() for f in self._futures]
+        finally:
+            self.close()
+        tables = [table for group_tables, _ in parts for table in group_tables]
+        errors = [e for _, group_errors in parts for e in group_errors if len(e)]
+        error_frame = (
+            pd.concat(errors, ignore_index=True)
+            if errors
+            else pd.DataFrame(columns=["case_id", "stage", "reason"])
+        )
+        columns = self.bundle.meta["input_columns"]
+        features = fuse(tables)
+        if features.empty:  # every case failed somewhere: the reasons say where
+            return pd.DataFrame(columns=columns), error_frame
+        missing = [c for c in columns if c not in features.columns]
+        if missing:
+            raise BundleError(
+                f"the computed features lack {len(missing)} column(s) the model expects, e.g. "
+                + ", ".join(missing[:5])
+            )
+        return features[columns], error_frame
+
+    def close(self) -> None:
+        """Stop the background processes (pending work is cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _feature_group(
+    bundle: Bundle,
+    names: list[str],
+    cohort: pd.DataFrame,
+    *,
+    weights: str | None,
+    jobs: int | None,
+    cache_dir: Any,
+    progress: bool,
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Feature tables and failure tables of the named feature sets (one process's work)."""
     sets = bundle.meta["feature_sets"]
     tables, errors = [], []
-    if "radiomics" in sets:
+    if "radiomics" in names:
         from ovfdlr.radiomics import extract_radiomics, load_params
 
         params = load_params(bundle.folder / sets["radiomics"]["params"])
@@ -242,7 +355,7 @@ def case_features(
         )
         tables.append(result.features)
         errors.append(result.errors)
-    if "morphometry" in sets:
+    if "morphometry" in names:
         from ovfdlr.morphometry import MorphometrySettings, extract_morphometry
 
         settings = MorphometrySettings(
@@ -256,27 +369,11 @@ def case_features(
         )
         tables.append(result.features)
         errors.append(result.errors)
-    if "deep" in sets:
-        tables_deep, errors_deep = _deep_features(
-            bundle, cohort, weights, jobs, cache_dir, progress
-        )
-        tables.append(tables_deep)
-        errors.append(errors_deep)
-    error_frame = (
-        pd.concat([e for e in errors if len(e)], ignore_index=True)
-        if any(len(e) for e in errors)
-        else pd.DataFrame(columns=["case_id", "stage", "reason"])
-    )
-    features = fuse(tables)
-    if features.empty:  # every case failed somewhere: the reasons say where
-        return pd.DataFrame(columns=bundle.meta["input_columns"]), error_frame
-    missing = [c for c in bundle.meta["input_columns"] if c not in features.columns]
-    if missing:
-        raise BundleError(
-            f"the computed features lack {len(missing)} column(s) the model expects, e.g. "
-            + ", ".join(missing[:5])
-        )
-    return features[bundle.meta["input_columns"]], error_frame
+    if "deep" in names:
+        table, error = _deep_features(bundle, cohort, weights, jobs, cache_dir, progress)
+        tables.append(table)
+        errors.append(error)
+    return tables, errors
 
 
 def _deep_features(bundle, cohort, weights, jobs, cache_dir, progress):
@@ -329,18 +426,28 @@ def predict(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Class probabilities, predicted ASTLOF class and the strongest SHAP contributions.
 
-    Returns (predictions, failures). ``predictions`` has one row per case: ``p0``, ``p1``,
-    ``p2``, ``predicted_class``, ``predicted_name`` and ``contributions`` (a list of
-    {feature, value, shap} for the predicted class, strongest first).
+    Returns (predictions, failures); see :func:`score` for the columns.
     """
-    from ovfdlr.explain import explain
-    from ovfdlr.training import predict_proba
-
     features, failures = case_features(
         bundle, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir
     )
+    return score(load_scoring(bundle), features, explain_top=explain_top), failures
+
+
+def score(
+    bundle: Bundle, features: pd.DataFrame, *, explain_top: int = TOP_CONTRIBUTIONS
+) -> pd.DataFrame:
+    """Score computed features with a loaded bundle (:func:`load_scoring`).
+
+    One row per case: ``p0``, ``p1``, ``p2``, ``predicted_class``, ``predicted_name`` and
+    ``contributions`` (a list of {feature, value, shap} for the predicted class, strongest
+    first); an empty table when there are no features.
+    """
+    from ovfdlr.explain import explain
+    from ovfdlr.training import PROBA, predict_proba
+
     if features.empty:
-        return pd.DataFrame(), failures
+        return pd.DataFrame()
     proba = predict_proba(bundle.model, features)
     table = pd.DataFrame(proba, index=features.index, columns=PROBA)
     table["predicted_class"] = proba.argmax(axis=1)
@@ -358,7 +465,7 @@ def predict(
     except Exception as exc:  # the probabilities stand without their explanation
         table["contributions"] = [[] for _ in range(len(table))]
         table["explained_output"] = f"unavailable: {type(exc).__name__}: {exc}"
-        return table.rename_axis("case_id"), failures
+        return table.rename_axis("case_id")
     contributions = []
     for i, case_id in enumerate(features.index):
         k = int(table.loc[case_id, "predicted_class"])
@@ -376,7 +483,7 @@ def predict(
         )
     table["contributions"] = contributions
     table["explained_output"] = shap_result.output_name
-    return table.rename_axis("case_id"), failures
+    return table.rename_axis("case_id")
 
 
 def write_predictions(table: pd.DataFrame, prefix: Path) -> list[Path]:

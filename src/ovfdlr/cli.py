@@ -642,15 +642,26 @@ def predict(
     jobs: JobsOption = 1,
     cache: CacheOption = None,
 ) -> None:
-    """Score new vertebrae: class probabilities, predicted ASTLOF class, top SHAP contributions."""
-    from ovfdlr.bundle import BundleError, load_bundle, write_predictions
-    from ovfdlr.bundle import predict as run_predict
+    """Score new vertebrae: class probabilities, predicted ASTLOF class, top SHAP contributions.
+
+    The features are computed in separate processes while the model loads.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ovfdlr.bundle import (
+        BundleError,
+        load_bundle,
+        load_scoring,
+        score,
+        start_features,
+        write_predictions,
+    )
     from ovfdlr.deep.errors import WeightsError
 
     if (manifest is None) == (image is None or mask is None):
         raise fail("give --image and --mask for one case, or --manifest for many")
     try:
-        loaded = load_bundle(bundle)
+        verified = load_bundle(bundle, model=False)
     except BundleError as exc:
         raise fail(str(exc)) from None
     if manifest is not None:
@@ -671,12 +682,19 @@ def predict(
             index=[case_id],
         )
     cache_dir = _check_outputs(out.with_suffix(".json"), cache)
+    job = start_features(
+        verified, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir, background=True
+    )
     try:
-        table, failures = run_predict(
-            loaded, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir
-        )
+        loaded = load_scoring(verified)
+        features, failures = job.result()
     except (BundleError, WeightsError, ValueError) as exc:
         raise fail(str(exc)) from None
+    except BrokenProcessPool as exc:
+        raise fail(f"the feature computation stopped abruptly ({exc})") from None
+    finally:
+        job.close()
+    table = score(loaded, features)
     for row in failures.itertuples(index=False):
         err.print(f"[red]failed[/] {row.case_id}: {row.reason}", highlight=False)
     if table.empty:
