@@ -1,0 +1,146 @@
+"""The main job end to end: ``ovfdlr demo`` per stage, then ``ovfdlr predict`` for one case.
+
+1. ``ovfdlr demo --out WORK/run`` (default size, or ``--paper-scale``, or ``--n N``) as one whole
+   process with an empty per-case cache (``OVFDLR_CACHE=WORK/cache``): wall time, peak memory
+   (the largest resident set of any process of the run, ``getrusage`` of the children) and
+   each stage's seconds (the synthetic cohort's from the command's output, the others from
+   ``run.json``).
+2. ``ovfdlr predict`` on each bundle of that run, for one vertebra, ``--repeats`` times, each
+   as a fresh process with an empty cache (so the features are computed, as for a new
+   patient): median wall time and peak memory, model loading included.
+
+    python benchmarks/bench_run.py --work /tmp/bench-demo
+    python benchmarks/bench_run.py --work /tmp/bench-paper --paper-scale
+
+Targets on 2 cores: demo <= 5 min; paper scale (no fine-tuning) <= 45 min; peak RSS <= 4 GB;
+predict <= 5 s for one case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+OVFDLR = [sys.executable, "-m", "ovfdlr"]
+# runs one command and prints its own children's peak resident set (KiB on Linux), so that
+# each timed process gets its own figure
+PEAK = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)\n"
+)
+
+
+def run_demo(work: Path, size: list[str], jobs: int) -> dict:
+    out, cache = work / "run", work / "cache"
+    for folder in (out, cache):
+        shutil.rmtree(folder, ignore_errors=True)
+    env = {**os.environ, "OVFDLR_CACHE": str(cache)}
+    command = [*OVFDLR, "demo", "--out", str(out), "--jobs", str(jobs), *size]
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"ovfdlr demo failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    stages = {}
+    found = re.search(r"synthetic cohort: ([0-9.]+) s", result.stdout)
+    if found:
+        stages["synthetic cohort"] = float(found.group(1))
+    for stage in json.loads((out / "run.json").read_text())["stages"]:
+        stages[stage["name"]] = stage["seconds"]
+    return {"wall_s": wall, "peak_mib": peak_mib, "stages": stages, "run": out}
+
+
+def time_predict(run: Path, work: Path, repeats: int) -> list[dict]:
+    manifest = run / "cohort" / "manifest.csv"
+    case = pd.read_csv(manifest).iloc[0]
+    image, mask = (str(manifest.parent / case[k]) for k in ("image", "mask"))
+    rows = []
+    for bundle in sorted((run / "bundles").iterdir()):
+        walls, peaks = [], []
+        for i in range(repeats + 1):  # the first run warms the file system cache, not counted
+            cache = work / "predict-cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            command = [
+                *OVFDLR,
+                "predict",
+                str(bundle),
+                "--image",
+                image,
+                "--mask",
+                mask,
+                "--mask-label",
+                str(case["mask_label"]),
+                "--out",
+                str(work / "predictions"),
+                "--cache",
+                str(cache),
+            ]
+            start = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-c", PEAK, *command], capture_output=True, text=True
+            )
+            wall = time.perf_counter() - start
+            peak_kib, code = result.stdout.split()
+            if code != "0":
+                sys.exit(f"ovfdlr predict {bundle} failed:\n{result.stderr[-3000:]}")
+            if i:
+                walls.append(wall)
+                peaks.append(int(peak_kib) / 1024)
+        rows.append(
+            {
+                "bundle": bundle.name,
+                "wall_median_s": statistics.median(walls),
+                "wall_min_s": min(walls),
+                "wall_max_s": max(walls),
+                "peak_mib": max(peaks),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for the run")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--paper-scale", action="store_true")
+    size.add_argument("--n", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=0, help="worker processes (0: all cores)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed predict runs per bundle")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    chosen = ["--paper-scale"] if args.paper_scale else (["--n", str(args.n)] if args.n else [])
+
+    demo = run_demo(args.work, chosen, args.jobs)
+    print(f"cores: {os.cpu_count()}; ovfdlr demo {' '.join(chosen) or '(default size)'}")
+    print(f"  wall {demo['wall_s']:.1f} s, peak resident memory {demo['peak_mib']:.0f} MiB")
+    for name, seconds in demo["stages"].items():
+        print(f"  {name:<20} {seconds:8.1f} s")
+    predict = time_predict(demo["run"], args.work, args.repeats)
+    print(f"ovfdlr predict, one case, empty cache, median of {args.repeats}:")
+    for row in predict:
+        print(
+            f"  {row['bundle']:<12} {row['wall_median_s']:.2f} s "
+            f"(min {row['wall_min_s']:.2f}, max {row['wall_max_s']:.2f}), "
+            f"peak {row['peak_mib']:.0f} MiB"
+        )
+    if args.json:
+        demo["run"] = str(demo["run"])
+        args.json.write_text(json.dumps({"demo": demo, "predict": predict}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
