@@ -279,7 +279,7 @@ def start_features(
     groups = [group for group in groups if group]
     light = replace(bundle, model=None, background=None)  # what the processes need
     args = dict(weights=weights, jobs=jobs, cache_dir=cache_dir)
-    if not background:
+    if not background or not groups:
         done = [_feature_group(light, group, cohort, progress=progress, **args) for group in groups]
         return FeatureJob(bundle, done=done)
     import multiprocessing
