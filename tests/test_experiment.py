@@ -290,7 +290,8 @@ def test_features_computed_in_background_processes_are_the_same(finished_run):
     cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
     cases = cohort.iloc[[0, 7, 30]]
     inline, inline_failures = case_features(bundle, cases, cache_dir=False)
-    job = start_features(bundle, cases, cache_dir=False, background=True)
+    # with worker pools inside the background processes, which must not outlive their work
+    job = start_features(bundle, cases, cache_dir=False, jobs=2, background=True)
     features, failures = job.result()
     assert list(features.columns) == bundle.meta["input_columns"]
     assert any(c.startswith("dtl-") for c in features.columns)

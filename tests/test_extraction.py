@@ -216,6 +216,21 @@ def test_a_case_that_kills_its_worker_does_not_end_the_batch(small_cohort, tmp_p
     assert sorted(result.features.index) == ["c00", "c01", "c03", "c04", "c05"]
 
 
+def test_shutdown_workers_stops_the_idle_pool():
+    """Idle workers wait 300 s for more work; a process started by multiprocessing (as
+    ``ovfdlr predict`` starts them) must stop them itself or it waits for them at exit."""
+    import multiprocessing
+
+    from ovfdlr.parallel import run_tasks, shutdown_workers
+
+    assert run_tasks(abs, [-1, -2, -3, -4], jobs=2, progress=False) == [1, 2, 3, 4]
+    workers = [p for p in multiprocessing.active_children() if "Loky" in p.name]
+    assert len(workers) >= 2 and all(p.is_alive() for p in workers)
+    shutdown_workers()
+    assert not any(p.is_alive() for p in workers)
+    shutdown_workers()  # nothing left to stop: a no-op
+
+
 def test_duplicate_case_ids_are_refused(small_cohort):
     doubled = pd.concat([small_cohort, small_cohort.iloc[[1]]])
     with pytest.raises(ValueError, match="case_id used more than once: c01"):

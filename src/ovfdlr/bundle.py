@@ -287,7 +287,7 @@ def start_features(
 
     pool = ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn"))
     futures = [
-        pool.submit(_feature_group, light, group, cohort, progress=False, **args)
+        pool.submit(_feature_group_alone, light, group, cohort, progress=False, **args)
         for group in groups
     ]
     return FeatureJob(bundle, futures=futures, pool=pool)
@@ -331,6 +331,16 @@ class FeatureJob:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _feature_group_alone(*args, **kwargs):
+    """:func:`_feature_group` in a process of its own, which must not wait for idle workers."""
+    from ovfdlr.parallel import shutdown_workers
+
+    try:
+        return _feature_group(*args, **kwargs)
+    finally:
+        shutdown_workers()
 
 
 def _feature_group(

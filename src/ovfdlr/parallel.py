@@ -99,17 +99,40 @@ WORKER_DIED = (
 )
 
 
+_executor: Any = None  # this process's worker pool, once it has one
+
+
+def _workers(jobs: int, kill_workers: bool = False):
+    """The reusable loky pool of ``jobs`` workers; they stay idle up to 300 s between batches,
+    so the stages of a run share one pool."""
+    global _executor
+    from joblib.externals import loky
+
+    _executor = loky.get_reusable_executor(max_workers=jobs, timeout=300, kill_workers=kill_workers)
+    return _executor
+
+
+def shutdown_workers() -> None:
+    """Stop this process's worker pool now instead of after its idle timeout.
+
+    A process started by ``multiprocessing`` must call this before its work function returns:
+    at exit it waits for its child processes before the interpreter's exit hooks would stop
+    the pool, so idle workers would hold it for the full timeout.
+    """
+    global _executor
+    if _executor is not None:
+        _executor.shutdown(wait=True)
+        _executor = None
+
+
 def _iter_processes(fn, tasks, jobs: int) -> Iterator[tuple[int, Any]]:
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    from joblib.externals import loky
-
     queue = list(range(len(tasks)))[::-1]  # pop() from the end keeps the task order
     suspects: list[int] = []
     crashed: set[int] = set()
-    # workers stay for a while between tasks: a run submits as tasks finish
-    executor = loky.get_reusable_executor(max_workers=jobs, timeout=300)
+    executor = _workers(jobs)
     running: dict[Any, int] = {}
     while queue or suspects or running:
         if suspects:
@@ -137,7 +160,7 @@ def _iter_processes(fn, tasks, jobs: int) -> Iterator[tuple[int, Any]]:
                 else:
                     crashed.add(index)
                     suspects.append(index)
-            executor = loky.get_reusable_executor(max_workers=jobs, timeout=300, kill_workers=True)
+            executor = _workers(jobs, kill_workers=True)
 
 
 def _iter_dask(fn, tasks, scheduler) -> Iterator[tuple[int, Any]]:
