@@ -299,6 +299,30 @@ def test_features_computed_in_background_processes_are_the_same(finished_run):
     assert failures.empty and inline_failures.empty
 
 
+def test_a_failing_background_process_stops_the_others(finished_run, tmp_path):
+    """Deep weights that are not the bundle's fail in their process: the error reaches the
+    caller as raised there, and the radiomics process still working is stopped."""
+    import shutil
+
+    from ovfdlr.bundle import _checksum, start_features
+    from ovfdlr.cohort import load_manifest
+
+    _, run, _ = finished_run
+    copy = tmp_path / "bundle"
+    shutil.copytree(run / "bundles" / "deep", copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["feature_sets"]["deep"]["weights_sha256"] = "0" * 64
+    meta["checksum"] = _checksum(meta)
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    bundle = load_bundle(copy, model=False)
+    cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    job = start_features(bundle, cohort.iloc[:20], cache_dir=False, background=True)
+    processes = [call.process for call in job._calls]
+    with pytest.raises(BundleError, match="are not those the bundle was trained with"):
+        job.result()
+    assert not any(p.is_alive() for p in processes)
+
+
 def test_tampered_bundles_are_refused(finished_run, tmp_path):
     import shutil
 

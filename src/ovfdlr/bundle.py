@@ -22,6 +22,7 @@ so a case identical to a training case gets the probabilities the run reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass, replace
@@ -229,8 +230,8 @@ def load_scoring(bundle: Bundle) -> Bundle:
         model = load_model(bundle.folder / "model.skops")
     except ModelFileError as exc:
         raise BundleError(str(exc)) from None
-    import shap  # noqa: F401
-
+    with contextlib.suppress(Exception):  # explain() reports it; the probabilities stand
+        import shap  # noqa: F401
     return replace(
         bundle, model=model, background=pd.read_parquet(bundle.folder / "background.parquet")
     )
@@ -282,31 +283,42 @@ def start_features(
     if not background or not groups:
         done = [_feature_group(light, group, cohort, progress=progress, **args) for group in groups]
         return FeatureJob(bundle, done=done)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from ovfdlr.parallel import BackgroundCall
 
-    pool = ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn"))
-    futures = [
-        pool.submit(_feature_group_alone, light, group, cohort, progress=False, **args)
+    calls = [
+        BackgroundCall(_feature_group, light, group, cohort, progress=False, **args)
         for group in groups
     ]
-    return FeatureJob(bundle, futures=futures, pool=pool)
+    return FeatureJob(bundle, calls=calls)
 
 
 class FeatureJob:
     """Feature sets being computed for a cohort; :meth:`result` fuses them."""
 
-    def __init__(self, bundle: Bundle, *, done=None, futures=None, pool=None):
-        self.bundle, self._done, self._futures, self._pool = bundle, done, futures, pool
+    def __init__(self, bundle: Bundle, *, done=None, calls=None):
+        self.bundle, self._done, self._calls = bundle, done, calls or []
 
     def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(features in the column order the model expects, failures), waiting if need be."""
+        """(features in the column order the model expects, failures), waiting if need be.
+
+        The first background process to fail stops the others; its error is raised here.
+        """
+        from multiprocessing.connection import wait
+
         from ovfdlr.selection import fuse
 
-        try:
-            parts = self._done if self._futures is None else [f.result() for f in self._futures]
-        finally:
-            self.close()
+        parts = self._done
+        if parts is None:
+            try:
+                found: dict[int, Any] = {}
+                waiting = {call.connection: i for i, call in enumerate(self._calls)}
+                while waiting:
+                    for connection in wait(list(waiting)):
+                        i = waiting.pop(connection)
+                        found[i] = self._calls[i].result()
+                parts = [found[i] for i in range(len(self._calls))]
+            finally:
+                self.close()
         tables = [table for group_tables, _ in parts for table in group_tables]
         errors = [e for _, group_errors in parts for e in group_errors if len(e)]
         error_frame = (
@@ -327,20 +339,10 @@ class FeatureJob:
         return features[columns], error_frame
 
     def close(self) -> None:
-        """Stop the background processes (pending work is cancelled)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
-def _feature_group_alone(*args, **kwargs):
-    """:func:`_feature_group` in a process of its own, which must not wait for idle workers."""
-    from ovfdlr.parallel import shutdown_workers
-
-    try:
-        return _feature_group(*args, **kwargs)
-    finally:
-        shutdown_workers()
+        """Stop the background processes still running (after :meth:`result`, none are)."""
+        for call in self._calls:
+            call.terminate()
+        self._calls = []
 
 
 def _feature_group(

@@ -646,8 +646,6 @@ def predict(
 
     The features are computed in separate processes while the model loads.
     """
-    from concurrent.futures.process import BrokenProcessPool
-
     from ovfdlr.bundle import (
         BundleError,
         load_bundle,
@@ -657,6 +655,7 @@ def predict(
         write_predictions,
     )
     from ovfdlr.deep.errors import WeightsError
+    from ovfdlr.parallel import BackgroundError
 
     if (manifest is None) == (image is None or mask is None):
         raise fail("give --image and --mask for one case, or --manifest for many")
@@ -690,8 +689,8 @@ def predict(
         features, failures = job.result()
     except (BundleError, WeightsError, ValueError) as exc:
         raise fail(str(exc)) from None
-    except BrokenProcessPool as exc:
-        raise fail(f"the feature computation stopped abruptly ({exc})") from None
+    except BackgroundError as exc:
+        raise fail(f"the feature computation failed: {exc}") from None
     finally:
         job.close()
     table = score(loaded, features)

@@ -14,6 +14,9 @@ that raises does not stop the batch: its exception becomes a :class:`TaskFailure
 reason, and the caller decides what to record. A task that kills its worker process (out of
 memory, a crash in native code) is retried in a fresh pool and, if it kills that one too,
 recorded as a failure; the other tasks complete.
+
+:class:`BackgroundCall` runs one function in a fresh process while the caller does other work
+(``ovfdlr predict`` computes features while the model loads).
 """
 
 from __future__ import annotations
@@ -112,8 +115,9 @@ def _workers(jobs: int, kill_workers: bool = False):
     return _executor
 
 
-def shutdown_workers() -> None:
-    """Stop this process's worker pool now instead of after its idle timeout.
+def shutdown_workers(*, kill: bool = False) -> None:
+    """Stop this process's worker pool now instead of after its idle timeout (``kill``: at
+    once, abandoning the cases in flight).
 
     A process started by ``multiprocessing`` must call this before its work function returns:
     at exit it waits for its child processes before the interpreter's exit hooks would stop
@@ -121,8 +125,95 @@ def shutdown_workers() -> None:
     """
     global _executor
     if _executor is not None:
-        _executor.shutdown(wait=True)
+        _executor.shutdown(wait=True, kill_workers=kill)
         _executor = None
+
+
+class BackgroundError(RuntimeError):
+    """A background process that ended without a result (killed, or crashed in native code)."""
+
+
+class BackgroundCall:
+    """``fn(*args, **kwargs)`` running in a fresh process (spawned: safe on every platform).
+
+    :meth:`result` waits for its return value, or raises the exception it raised;
+    :meth:`terminate` stops it, and its worker pool, at once. The process also stops when the
+    process that started it dies, so an interrupted or killed command leaves nothing behind.
+    ``fn`` and its arguments must be picklable; a script that starts one needs the usual
+    ``if __name__ == "__main__":`` guard.
+    """
+
+    def __init__(self, fn: Callable[..., R], *args: Any, **kwargs: Any):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.connection, sender = context.Pipe(duplex=False)
+        name = f"ovfdlr-{getattr(fn, '__name__', 'background')}"
+        self.process = context.Process(
+            target=_background_main, args=(sender, fn, args, kwargs), name=name
+        )
+        self.process.start()
+        sender.close()  # the child holds the only writing end: its death reads as EOF
+
+    def result(self) -> Any:
+        try:
+            ok, value = self.connection.recv()
+        except EOFError:
+            self.process.join()
+            raise BackgroundError(
+                f"the background process stopped without a result (exit code "
+                f"{self.process.exitcode})"
+            ) from None
+        self.process.join()
+        if ok:
+            return value
+        raise value
+
+    def terminate(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+        self.connection.close()
+
+
+def _background_main(sender, fn, args, kwargs) -> None:
+    import signal
+    import sys
+    import threading
+
+    def stop(*_):  # SIGTERM from terminate(), or the parent gone: unwind, stop the pool
+        raise SystemExit(1)
+
+    signal.signal(signal.SIGTERM, stop)
+    parent = _parent_sentinel()
+    if parent is not None:
+
+        def watch() -> None:
+            from multiprocessing.connection import wait
+
+            wait([parent])
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, daemon=True).start()
+    try:
+        outcome = (True, fn(*args, **kwargs))
+    except SystemExit:
+        shutdown_workers(kill=True)
+        sys.exit(1)
+    except BaseException as exc:  # handed to the caller, which raises it there
+        outcome = (False, exc)
+    shutdown_workers()
+    try:
+        sender.send(outcome)
+    except Exception:  # an exception or result that does not pickle: keep its message
+        sender.send((False, BackgroundError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+
+
+def _parent_sentinel():
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    return None if parent is None else parent.sentinel
 
 
 def _iter_processes(fn, tasks, jobs: int) -> Iterator[tuple[int, Any]]:
