@@ -62,20 +62,30 @@ def _as_float(values: Any, name: str, pre: str) -> np.ndarray:
     return arr
 
 
-def binary_labels(y: Any, *, name: str = "y", cohort: str | None = None) -> np.ndarray:
-    """A 1-D boolean array (True = case) from 0/1 or bool labels, with both groups present."""
-    pre = prefix(cohort)
+def _no_nan(arr: np.ndarray, name: str, pre: str) -> np.ndarray:
+    if np.isnan(arr).any():
+        raise StatsError(f"{pre}{name} contains NaN")
+    return arr
+
+
+def _label_vector(y: Any, name: str, pre: str) -> np.ndarray:
+    """Labels as a non-empty 1-D array (any dtype)."""
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise StatsError(f"{pre}{name} must be one-dimensional; got shape {arr.shape}")
     if arr.size == 0:
         raise StatsError(f"{pre}{name} is empty")
+    return arr
+
+
+def binary_labels(y: Any, *, name: str = "y", cohort: str | None = None) -> np.ndarray:
+    """A 1-D boolean array (True = case) from 0/1 or bool labels, with both groups present."""
+    pre = prefix(cohort)
+    arr = _label_vector(y, name, pre)
     if arr.dtype == bool:
         out = arr
     else:
-        num = _as_float(arr, name, pre)
-        if np.isnan(num).any():
-            raise StatsError(f"{pre}{name} contains NaN")
+        num = _no_nan(_as_float(arr, name, pre), name, pre)
         bad = ~np.isin(num, (0.0, 1.0))
         if bad.any():
             found = np.unique(num[bad])[:5].tolist()
@@ -99,9 +109,7 @@ def scores_1d(score: Any, n: int, *, name: str = "score", cohort: str | None = N
         raise StatsError(f"{pre}{name} must be one-dimensional; got shape {arr.shape}")
     if arr.shape[0] != n:
         raise StatsError(f"{pre}{name} has {arr.shape[0]} values but y has {n}")
-    if np.isnan(arr).any():
-        raise StatsError(f"{pre}{name} contains NaN")
-    return arr
+    return _no_nan(arr, name, pre)
 
 
 def score_matrix(scores: Any, n: int, *, name: str = "scores", cohort: str | None = None):
@@ -116,9 +124,7 @@ def score_matrix(scores: Any, n: int, *, name: str = "scores", cohort: str | Non
         raise StatsError(f"{pre}{name} has {arr.shape[0]} rows but y has {n}")
     if arr.shape[1] == 0:
         raise StatsError(f"{pre}{name} has no columns")
-    if np.isnan(arr).any():
-        raise StatsError(f"{pre}{name} contains NaN")
-    return arr
+    return _no_nan(arr, name, pre)
 
 
 def check_classes(classes: Sequence[int]) -> tuple[int, ...]:
@@ -140,14 +146,7 @@ def class_labels(
 ) -> np.ndarray:
     """Map labels onto column indices 0..K-1 of ``classes``; every label must be one of them."""
     pre = prefix(cohort)
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise StatsError(f"{pre}{name} must be one-dimensional; got shape {arr.shape}")
-    if arr.size == 0:
-        raise StatsError(f"{pre}{name} is empty")
-    num = _as_float(arr, name, pre)
-    if np.isnan(num).any():
-        raise StatsError(f"{pre}{name} contains NaN")
+    num = _no_nan(_as_float(_label_vector(y, name, pre), name, pre), name, pre)
     lookup = np.asarray(classes, dtype=float)
     bad = ~np.isin(num, lookup)
     if bad.any():
@@ -177,8 +176,7 @@ def proba_matrix(
         )
     if arr.shape[0] != n:
         raise StatsError(f"{pre}{name} has {arr.shape[0]} rows but y has {n}")
-    if np.isnan(arr).any():
-        raise StatsError(f"{pre}{name} contains NaN")
+    _no_nan(arr, name, pre)
     if unit_interval and ((arr < 0).any() or (arr > 1).any()):
         raise StatsError(f"{pre}{name} must hold probabilities within [0, 1]")
     if not unit_interval and not np.isfinite(arr).all():
