@@ -64,6 +64,50 @@ def cube_case(folder: Path, name: str, *, shape=(24, 24, 24), box=(6, 18), label
     return image, mask_path
 
 
+def simulated_features(
+    n: int = 240,
+    n_features: int = 40,
+    seed: int = 0,
+    *,
+    demographics: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features that carry the class for a labelled cohort of patients with 1-2 vertebrae,
+    split by patient into train / internal / external (60/20/20).
+
+    ``demographics`` gives two centres, ages and sexes (one centre otherwise).
+    """
+    rng = np.random.default_rng(seed)
+    patients = np.sort(rng.integers(0, int(n * 0.8), n))
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, n_features))
+    x[:, 0] += 1.2 * y
+    x[:, 1] += 1.0 * (y == 2)
+    x[:, 2] -= 1.0 * (y == 1)
+    ids = [f"c{i:03d}" for i in range(n)]
+    features = pd.DataFrame(
+        x,
+        index=pd.Index(ids, name="case_id"),
+        columns=[f"original_firstorder_F{i}" for i in range(n_features)],
+    )
+    unique = np.unique(patients)
+    cohort_of = {
+        p: "train" if k < 0.6 * len(unique) else "internal" if k < 0.8 * len(unique) else "external"
+        for k, p in enumerate(unique)
+    }
+    columns = {
+        "case_id": ids,
+        "patient_id": [f"P{p}" for p in patients],
+        "label": pd.array(y, dtype="Int64"),
+        "cohort": [cohort_of[p] for p in patients],
+        "centre": "A",
+    }
+    if demographics:
+        columns["centre"] = ["A" if p % 3 else "B" for p in patients]
+        columns["age"] = rng.normal(70, 8, n).round()
+        columns["sex"] = rng.choice(["F", "M"], n, p=[0.7, 0.3])
+    return features, pd.DataFrame(columns, index=ids)
+
+
 def write_manifest(folder: Path, rows: list[dict]) -> Path:
     path = folder / "manifest.csv"
     pd.DataFrame(rows).to_csv(path, index=False)

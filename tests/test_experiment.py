@@ -70,6 +70,11 @@ def finished_run(tmp_path_factory, cohort_60):
     return folder, folder / "run", result.output
 
 
+def stage_statuses(run: Path) -> dict[str, str]:
+    """Each stage's status (computed / cached / ...) in a run's run.json."""
+    return {s["name"]: s["status"] for s in json.loads((run / "run.json").read_text())["stages"]}
+
+
 def test_config_errors_name_the_key(tmp_path):
     base = {"manifest": "m.csv", "arms": [{"name": "a"}, {"name": "b"}]}
     cases = [
@@ -178,18 +183,14 @@ def test_rerun_is_cached_and_a_changed_setting_redoes_only_its_stages(finished_r
     harmless.write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["run", str(harmless), "--out", str(run)])
     assert result.exit_code == 0, result.output
-    statuses = {
-        s["name"]: s["status"] for s in json.loads((run / "run.json").read_text())["stages"]
-    }
+    statuses = stage_statuses(run)
     assert all(v == "cached" for k, v in statuses.items() if k != "report"), statuses
     config["arms"][1]["deep"]["pca"] = 6
     changed = folder / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["run", str(changed), "--out", str(run)])
     assert result.exit_code == 0, result.output
-    statuses = {
-        s["name"]: s["status"] for s in json.loads((run / "run.json").read_text())["stages"]
-    }
+    statuses = stage_statuses(run)
     assert statuses["radiomics"] == statuses["arm-radiomics"] == "cached"
     assert statuses["deep-deep"] == statuses["arm-deep"] == "computed"
     assert pd.read_parquet(run / "features" / "deep-deep.parquet").shape[1] == 6

@@ -27,6 +27,8 @@ from ovfdlr.report.context import ReportError
 from ovfdlr.report.html import render_report
 from ovfdlr.training import TrainSettings
 
+from .conftest import simulated_features
+
 SETTINGS = TrainSettings(classifiers=("lr", "rf"), quick=True, folds=3, jobs=1)
 PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PID-123456"
 SECTIONS = (
@@ -49,41 +51,6 @@ DATA_URI = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"')
 
 # ---------------------------------------------------------------------------------------------
 # a small run folder, as `ovfdlr run` writes it
-
-
-def simulated_cohort(n: int = 150, n_features: int = 20, seed: int = 0):
-    """Features that carry the class, two centres, three cohorts, ages and sexes."""
-    rng = np.random.default_rng(seed)
-    patients = np.sort(rng.integers(0, int(n * 0.8), n))
-    y = rng.integers(0, 3, n)
-    x = rng.normal(size=(n, n_features))
-    x[:, 0] += 1.2 * y
-    x[:, 1] += 1.0 * (y == 2)
-    x[:, 2] -= 1.0 * (y == 1)
-    ids = [f"c{i:03d}" for i in range(n)]
-    features = pd.DataFrame(
-        x,
-        index=pd.Index(ids, name="case_id"),
-        columns=[f"original_firstorder_F{i}" for i in range(n_features)],
-    )
-    unique = np.unique(patients)
-    cohort_of = {
-        p: "train" if k < 0.6 * len(unique) else "internal" if k < 0.8 * len(unique) else "external"
-        for k, p in enumerate(unique)
-    }
-    cohort = pd.DataFrame(
-        {
-            "case_id": ids,
-            "patient_id": [f"P{p}" for p in patients],
-            "label": pd.array(y, dtype="Int64"),
-            "cohort": [cohort_of[p] for p in patients],
-            "centre": ["A" if p % 3 else "B" for p in patients],
-            "age": rng.normal(70, 8, n).round(),
-            "sex": rng.choice(["F", "M"], n, p=[0.7, 0.3]),
-        },
-        index=ids,
-    )
-    return features, cohort
 
 
 def write_dicom_series(folder: Path) -> Path:
@@ -118,7 +85,7 @@ def small_figure(title: str):
 def write_run(run: Path) -> Path:
     """Two trained arms (one with an untrained network), their comparison, cohort tables, a
     contact sheet, a fine-tuning curve with a Grad-CAM overlay, run.json and config.yaml."""
-    features, cohort = simulated_cohort()
+    features, cohort = simulated_features(150, 20, demographics=True)
     other = features + np.random.default_rng(1).normal(0, 1.5, features.shape)
     tables = run / "tables"
     tables.mkdir(parents=True)

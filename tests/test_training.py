@@ -23,47 +23,9 @@ from ovfdlr.training import (
     predictions,
 )
 
+from .conftest import simulated_features
+
 runner = CliRunner()
-
-
-def simulated(n=240, n_features=40, seed=0, shift=0.0):
-    """A labelled cohort of patients with 1-2 vertebrae and features that carry the class."""
-    rng = np.random.default_rng(seed)
-    patients = np.sort(rng.integers(0, int(n * 0.8), n))
-    y = rng.integers(0, 3, n)
-    X = rng.normal(size=(n, n_features))
-    X[:, 0] += 1.2 * y
-    X[:, 1] += 1.0 * (y == 2)
-    X[:, 2] -= 1.0 * (y == 1)
-    X[:, 3] += shift
-    ids = [f"c{i:03d}" for i in range(n)]
-    features = pd.DataFrame(
-        X,
-        index=pd.Index(ids, name="case_id"),
-        columns=[f"original_firstorder_F{i}" for i in range(n_features)],
-    )
-    unique = np.unique(patients)
-    cohort_of = {
-        p: (
-            "train"
-            if k < len(unique) * 0.6
-            else "internal"
-            if k < len(unique) * 0.8
-            else "external"
-        )
-        for k, p in enumerate(unique)
-    }
-    cohort = pd.DataFrame(
-        {
-            "case_id": ids,
-            "patient_id": [f"P{p}" for p in patients],
-            "label": pd.array(y, dtype="Int64"),
-            "cohort": [cohort_of[p] for p in patients],
-            "centre": "A",
-        },
-        index=ids,
-    )
-    return features, cohort
 
 
 QUICK = TrainSettings(classifiers=("lr", "rf", "knn"), quick=True, folds=3, jobs=1)
@@ -71,7 +33,7 @@ QUICK = TrainSettings(classifiers=("lr", "rf", "knn"), quick=True, folds=3, jobs
 
 @pytest.fixture(scope="module")
 def data():
-    return simulated()
+    return simulated_features()
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +124,7 @@ def test_shap_additivity_for_every_model_type(key):
 
     from ovfdlr.selection import selection_pipeline
 
-    features, cohort = simulated(n=150, n_features=12, seed=3)
+    features, cohort = simulated_features(150, 12, 3)
     y = cohort["label"].astype(int).to_numpy()
     selection = selection_pipeline(lasso_Cs=4, cv=3).fit(features, y)
     Z = selection.transform(features)
@@ -192,7 +154,7 @@ def _write_inputs(folder, features, cohort, name="features"):
 
 
 def test_train_command_is_deterministic_and_compare_runs(tmp_path):
-    features, cohort = simulated(seed=4)
+    features, cohort = simulated_features(seed=4)
     table, manifest = _write_inputs(tmp_path / "inputs", features, cohort)
     args = [
         "train",
