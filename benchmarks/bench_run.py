@@ -31,7 +31,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,35 +43,36 @@ MIB = 1024 * 1024
 
 
 def run_sampled(command: list[str], env: dict | None = None) -> dict:
-    """Run a command; its wall time, exit code, output, and peak memory of its process tree."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    root = psutil.Process(process.pid)
-    largest = total = 0
-    out: list[str] = []
-    reader = threading.Thread(target=lambda: out.append(process.stdout.read()), daemon=True)
-    reader.start()
-    while process.poll() is None:
-        sizes = []
-        with contextlib.suppress(psutil.Error):  # the command ended meanwhile
-            for p in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):  # ended between listing and reading
-                    sizes.append(p.memory_info().rss)
-        if sizes:
-            largest, total = max(largest, max(sizes)), max(total, sum(sizes))
-        time.sleep(0.05)
-    wall = time.perf_counter() - start
-    reader.join()
-    return {
-        "wall_s": wall,
-        "code": process.returncode,
-        "stdout": "".join(out),
-        "stderr": process.stderr.read(),
-        "peak_process_mib": largest / MIB,
-        "peak_tree_mib": total / MIB,
-    }
+    """Run a command; its wall time, exit code, output, and peak memory of its process tree.
+
+    Its output goes to temporary files, not pipes: a pipe nobody reads while the command runs
+    fills up (the progress bars alone can) and stalls it.
+    """
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, text=True)
+        root = psutil.Process(process.pid)
+        largest = total = 0
+        while process.poll() is None:
+            sizes = []
+            with contextlib.suppress(psutil.Error):  # the command ended meanwhile
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):  # ended between listing and reading
+                        sizes.append(p.memory_info().rss)
+            if sizes:
+                largest, total = max(largest, max(sizes)), max(total, sum(sizes))
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        stdout.seek(0)
+        stderr.seek(0)
+        return {
+            "wall_s": wall,
+            "code": process.returncode,
+            "stdout": stdout.read(),
+            "stderr": stderr.read(),
+            "peak_process_mib": largest / MIB,
+            "peak_tree_mib": total / MIB,
+        }
 
 
 def run_demo(work: Path, size: list[str], jobs: int) -> dict:
