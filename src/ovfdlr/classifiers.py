@@ -23,21 +23,140 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-CLASSIFIERS = ("lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp")
-NAMES = {
-    "lr": "Logistic regression",
-    "svm": "SVM (RBF)",
-    "knn": "KNN",
-    "rf": "Random forest",
-    "et": "Extra trees",
-    "xgb": "XGBoost",
-    "lgbm": "LightGBM",
-    "mlp": "MLP",
+Explainer = Literal["tree-probability", "tree-margin", "linear", "kernel"]
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """Everything ovfdlr knows about one classifier family, stated once.
+
+    ``explainer`` is the SHAP explainer kind (:mod:`ovfdlr.explain`); ``estimators`` are the
+    class names a fitted model of this family has (how a loaded model is recognised);
+    ``trusted_types`` are the types beyond scikit-learn's and numpy's building blocks that its
+    skops file holds (:mod:`ovfdlr.modelio` trusts exactly these).
+    """
+
+    key: str
+    name: str
+    space: dict[str, list]
+    quick_space: dict[str, list]
+    explainer: Explainer
+    estimators: tuple[str, ...]
+    trusted_types: tuple[str, ...] = ()
+
+
+REGISTRY: dict[str, ClassifierInfo] = {
+    info.key: info
+    for info in (
+        ClassifierInfo(
+            "lr",
+            "Logistic regression",
+            {"C": [0.01, 0.1, 1.0, 10.0]},
+            {"C": [0.1, 1.0]},
+            "linear",
+            ("LogisticRegression",),
+        ),
+        ClassifierInfo(
+            "svm",
+            "SVM (RBF)",
+            {"C": [0.3, 1.0, 3.0, 10.0], "gamma": ["scale", 0.01]},
+            {"C": [1.0]},
+            "kernel",
+            ("CalibratedClassifierCV", "SVC"),
+            (
+                "sklearn.calibration._CalibratedClassifier",
+                "sklearn.calibration._SigmoidCalibration",
+            ),
+        ),
+        ClassifierInfo(
+            "knn",
+            "KNN",
+            {"n_neighbors": [5, 15, 31], "weights": ["uniform", "distance"]},
+            {"n_neighbors": [15]},
+            "kernel",
+            ("KNeighborsClassifier",),
+            (
+                "sklearn.metrics._dist_metrics.EuclideanDistance64",
+                "sklearn.neighbors._ball_tree.BallTree",
+                "sklearn.neighbors._kd_tree.KDTree",
+            ),
+        ),
+        ClassifierInfo(
+            "rf",
+            "Random forest",
+            {"max_depth": [None, 6], "min_samples_leaf": [1, 5]},
+            {"min_samples_leaf": [1, 5]},
+            "tree-probability",
+            ("RandomForestClassifier",),
+            ("sklearn.tree._tree.Tree",),
+        ),
+        ClassifierInfo(
+            "et",
+            "Extra trees",
+            {"max_depth": [None, 6], "min_samples_leaf": [1, 5]},
+            {"min_samples_leaf": [1]},
+            "tree-probability",
+            ("ExtraTreesClassifier",),
+            ("sklearn.tree._tree.Tree",),
+        ),
+        ClassifierInfo(
+            "xgb",
+            "XGBoost",
+            {"n_estimators": [100, 300], "max_depth": [2, 4]},
+            {"max_depth": [2]},
+            "tree-margin",
+            ("XGBClassifier",),
+            ("xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"),
+        ),
+        ClassifierInfo(
+            "lgbm",
+            "LightGBM",
+            {"n_estimators": [100, 300], "num_leaves": [7, 15]},
+            {"num_leaves": [7]},
+            "tree-margin",
+            ("LGBMClassifier",),
+            ("lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"),
+        ),
+        ClassifierInfo(
+            "mlp",
+            "MLP",
+            {"hidden_layer_sizes": [(64,), (128, 64)], "alpha": [0.001, 0.1]},
+            {"alpha": [0.1]},
+            "kernel",
+            ("MLPClassifier",),
+            (
+                "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+                "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+            ),
+        ),
+    )
 }
+CLASSIFIERS = tuple(REGISTRY)  # the paper's order
+NAMES = {key: info.name for key, info in REGISTRY.items()}
+
+
+def display_name(key: str) -> str:
+    """The classifier's name for tables and figures (the key itself when unknown)."""
+    info = REGISTRY.get(key)
+    return info.name if info else key
+
+
+def info_of(model) -> ClassifierInfo:
+    """The registry entry of a fitted classifier (recognised by its class name)."""
+    name = type(model).__name__
+    for info in REGISTRY.values():
+        if name in info.estimators:
+            return info
+    raise ValueError(f"{name} is not one of ovfdlr's classifiers ({', '.join(CLASSIFIERS)})")
+
+
+def keys_with_explainer(kind: Explainer) -> tuple[str, ...]:
+    """The classifier keys explained with SHAP explainer ``kind``."""
+    return tuple(k for k, info in REGISTRY.items() if info.explainer == kind)
 
 
 @dataclass(frozen=True)
@@ -59,30 +178,6 @@ class Spec:
 
     def build(self, params: dict[str, Any] | None = None, seed: int = 0):
         return make_classifier(self.key, seed=seed, **(params or {}))
-
-
-SPACES: dict[str, dict[str, list]] = {
-    "lr": {"C": [0.01, 0.1, 1.0, 10.0]},
-    "svm": {"C": [0.3, 1.0, 3.0, 10.0], "gamma": ["scale", 0.01]},
-    "knn": {"n_neighbors": [5, 15, 31], "weights": ["uniform", "distance"]},
-    "rf": {"max_depth": [None, 6], "min_samples_leaf": [1, 5]},
-    "et": {"max_depth": [None, 6], "min_samples_leaf": [1, 5]},
-    "xgb": {"n_estimators": [100, 300], "max_depth": [2, 4]},
-    "lgbm": {"n_estimators": [100, 300], "num_leaves": [7, 15]},
-    "mlp": {"hidden_layer_sizes": [(64,), (128, 64)], "alpha": [0.001, 0.1]},
-}
-
-# one point per classifier: for quick runs (tests, demos)
-QUICK_SPACES: dict[str, dict[str, list]] = {
-    "lr": {"C": [0.1, 1.0]},
-    "svm": {"C": [1.0]},
-    "knn": {"n_neighbors": [15]},
-    "rf": {"min_samples_leaf": [1, 5]},
-    "et": {"min_samples_leaf": [1]},
-    "xgb": {"max_depth": [2]},
-    "lgbm": {"num_leaves": [7]},
-    "mlp": {"alpha": [0.1]},
-}
 
 
 def make_classifier(key: str, seed: int = 0, **params):
@@ -175,5 +270,4 @@ def specs(keys: Iterable[str] | None = None, quick: bool = False) -> list[Spec]:
         raise ValueError(
             f"unknown classifier(s) {', '.join(unknown)} (choose from {', '.join(CLASSIFIERS)})"
         )
-    spaces = QUICK_SPACES if quick else SPACES
-    return [Spec(k, spaces[k]) for k in keys]
+    return [Spec(k, REGISTRY[k].quick_space if quick else REGISTRY[k].space) for k in keys]

@@ -11,7 +11,8 @@ image          yes       CT volume: NIfTI / NRRD / MHA / MHD file or DICOM serie
                          relative to the manifest's folder (or absolute)
 mask           yes       label map on the same grid, same forms
 mask_label     no        integer label of this vertebra in the mask (default 1)
-label          yes       ASTLOF class 0, 1 or 2; empty for cases to predict
+label          yes       a class of the label scheme (ASTLOF 0, 1, 2 by default); empty for
+                         cases to predict
 cohort         yes       train, internal, external, prospective or any configured name
 centre         yes       acquiring centre
 level          no        vertebral level, e.g. L1
@@ -35,12 +36,12 @@ import pandas as pd
 import SimpleITK as sitk
 
 from ovfdlr import imaging
+from ovfdlr.labels import LabelError, LabelScheme, resolve
 from ovfdlr.parallel import TaskFailure, run_tasks
 
 REQUIRED_COLUMNS = ("case_id", "patient_id", "image", "mask", "label", "cohort", "centre")
 ROW = "manifest_row"  # the sheet row of each case, added on reading (a reserved column name)
 TOTAL = "(all)"  # the margins of the summary tables
-CLASSES = (0, 1, 2)
 DEFAULT_MIN_ROI_VOXELS = 64
 DEFAULT_TOLERANCE = 1e-3
 FIRST_DATA_ROW = 2  # spreadsheet row of the first vertebra (the header is row 1)
@@ -109,17 +110,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _parse_label(text: str) -> int | str | None:
-    """0/1/2 as int; empty as None; anything else returned unchanged (an error)."""
-    if text == "":
-        return None
+def _parse_label(text: str, labels: LabelScheme) -> int | LabelError | None:
+    """The class of a label cell; ``None`` when empty; the :class:`LabelError` (naming the
+    value and the scheme) when the scheme does not accept it."""
     try:
-        value = float(text)
-    except ValueError:
-        return text
-    if value in CLASSES:
-        return int(value)
-    return text
+        return labels.encode(text)
+    except LabelError as exc:
+        return exc
 
 
 def _parse_mask_label(text: str) -> int | str:
@@ -134,15 +131,23 @@ def _parse_mask_label(text: str) -> int | str:
     return text
 
 
-def check_table(table: pd.DataFrame, cohorts: Iterable[str] | None = None) -> list[Problem]:
+def check_table(
+    table: pd.DataFrame,
+    cohorts: Iterable[str] | None = None,
+    *,
+    labels: LabelScheme | str | None = None,
+    training: str = "train",
+) -> list[Problem]:
     """Every table-level problem of a manifest read by :func:`read_table`.
 
-    Checks: missing columns, empty required cells, duplicate case_id, label not in {0, 1, 2},
+    Checks: missing columns, empty required cells, duplicate case_id, a label the label scheme
+    (``labels``, default ASTLOF) does not accept,
     mask_label not a positive integer, unknown cohort (when ``cohorts`` is given), age not a
     number in [0, 130], a patient in two cohorts (error) or two centres (warning), and unlabelled
     training cases (warning).
     """
     problems: list[Problem] = []
+    scheme = resolve(labels)
     allowed = list(cohorts) if cohorts is not None else None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     for column in missing:
@@ -166,8 +171,10 @@ def check_table(table: pd.DataFrame, cohorts: Iterable[str] | None = None) -> li
                 add(row, "duplicate-case-id", f"case_id duplicates row {seen[row.case_id]}")
             else:
                 seen[row.case_id] = int(getattr(row, ROW))
-        if "label" in table.columns and isinstance(_parse_label(row.label), str):
-            add(row, "label", f"label '{row.label}' is not one of 0, 1, 2 (or empty to predict)")
+        if "label" in table.columns:
+            parsed = _parse_label(row.label, scheme)
+            if isinstance(parsed, LabelError):
+                add(row, "label", str(parsed))
         if "mask_label" in table.columns and isinstance(_parse_mask_label(row.mask_label), str):
             add(row, "mask-label", f"mask_label '{row.mask_label}' is not a positive integer")
         known = allowed is None or "cohort" not in table.columns or not row.cohort
@@ -183,8 +190,8 @@ def check_table(table: pd.DataFrame, cohorts: Iterable[str] | None = None) -> li
         if (
             "label" in table.columns
             and "cohort" in table.columns
-            and row.cohort == "train"
-            and _parse_label(row.label) is None
+            and row.cohort == training
+            and _parse_label(row.label, scheme) is None
         ):
             add(row, "unlabelled", "training case has no label; it will be ignored", "warning")
 
@@ -226,8 +233,9 @@ def _straddling(table: pd.DataFrame, column: str, severity: Severity) -> list[Pr
     return problems
 
 
-def _to_cohort(table: pd.DataFrame, base: Path) -> pd.DataFrame:
-    """Typed cohort frame indexed by case_id with absolute image / mask paths."""
+def _to_cohort(table: pd.DataFrame, base: Path, labels: LabelScheme) -> pd.DataFrame:
+    """Typed cohort frame indexed by case_id with absolute image / mask paths and the labels
+    as class values of the scheme."""
     cohort = table.copy()
 
     def resolve(value: str) -> str:
@@ -237,8 +245,8 @@ def _to_cohort(table: pd.DataFrame, base: Path) -> pd.DataFrame:
         return str(p if p.is_absolute() else (base / p))
 
     def label(value: str) -> int | None:
-        parsed = _parse_label(value)
-        return None if isinstance(parsed, str) else parsed
+        parsed = _parse_label(value, labels)
+        return None if isinstance(parsed, LabelError) else parsed
 
     def mask_label(value: str) -> int:
         parsed = _parse_mask_label(value)
@@ -258,20 +266,28 @@ def _to_cohort(table: pd.DataFrame, base: Path) -> pd.DataFrame:
     return cohort.set_index("case_id", drop=False).rename_axis(None)
 
 
-def load_manifest(path: str | Path, *, cohorts: Iterable[str] | None = None) -> pd.DataFrame:
+def load_manifest(
+    path: str | Path,
+    *,
+    cohorts: Iterable[str] | None = None,
+    labels: LabelScheme | str | None = None,
+    training: str = "train",
+) -> pd.DataFrame:
     """Load and table-check a manifest; return the cohort (one row per vertebra).
 
     The frame is indexed by ``case_id`` and has absolute ``image`` / ``mask`` paths, integer
-    ``mask_label``, nullable-integer ``label`` (``<NA>`` for cases to predict) and the sheet
+    ``mask_label``, nullable-integer ``label`` (the class of the label scheme ``labels``;
+    ``<NA>`` for cases to predict) and the sheet
     ``row`` of each case. Images are not opened here: :func:`validate_manifest` does that.
     Raises :class:`ManifestError` listing every table-level error.
     """
     path = Path(path)
     table = read_table(path)
-    problems = check_table(table, cohorts)
+    scheme = resolve(labels)
+    problems = check_table(table, cohorts, labels=scheme, training=training)
     if any(p.severity == "error" for p in problems):
         raise ManifestError(path, problems)
-    return _to_cohort(table, path.parent)
+    return _to_cohort(table, path.parent, scheme)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +400,8 @@ def validate_manifest(
     path: str | Path,
     *,
     cohorts: Iterable[str] | None = None,
+    labels: LabelScheme | str | None = None,
+    training: str = "train",
     min_roi_voxels: int = DEFAULT_MIN_ROI_VOXELS,
     tolerance: float = DEFAULT_TOLERANCE,
     check_images: bool = True,
@@ -402,10 +420,11 @@ def validate_manifest(
     except ManifestError as exc:
         report.problems = exc.problems
         return report
-    report.problems = check_table(table, cohorts)
+    scheme = resolve(labels)
+    report.problems = check_table(table, cohorts, labels=scheme, training=training)
     if any(p.check == "missing-column" for p in report.problems):
         return report
-    cohort = _to_cohort(table, path.parent)
+    cohort = _to_cohort(table, path.parent, scheme)
     if check_images:
         cases = [
             CaseCheck(
@@ -472,7 +491,7 @@ def patient_folds(y, groups, n_splits: int, seed: int = 0) -> list[tuple[np.ndar
 
 
 def class_table(cohort: pd.DataFrame) -> pd.DataFrame:
-    """Cases per cohort x ASTLOF class (unlabelled cases in their own column), with totals."""
+    """Cases per cohort x class (unlabelled cases in their own column), with totals."""
     labels = cohort["label"].astype("object").where(cohort["label"].notna(), "unlabelled")
     labels = labels.map(lambda v: v if v == "unlabelled" else f"class {int(v)}")
     table = pd.crosstab(cohort["cohort"], labels, margins=True, margins_name=TOTAL)

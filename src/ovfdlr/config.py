@@ -5,6 +5,7 @@ name: OVF deep learning radiomics
 manifest: cohort/manifest.csv          # relative paths are relative to this file
 radiomics:
   params: null                         # a PyRadiomics parameter file; default ct-vertebra.yaml
+labels: astlof                         # astlof | genant | binary | {scheme: custom, classes: ...}
 arms:                                  # each arm is a named feature set and its own models
   - name: radimagenet
     radiomics: true                    # the radiomics table
@@ -45,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ovfdlr.classifiers import CLASSIFIERS
 
-ClassifierName = Literal["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"]
+ClassifierName = Literal[CLASSIFIERS]  # the registry's keys
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -127,6 +128,55 @@ class ArmConfig(Strict):
         return self
 
 
+class LabelsConfig(Strict):
+    """The label scheme (:mod:`ovfdlr.labels`): ``astlof`` (default), ``genant``, ``binary``
+    (``positive`` / ``negative`` manifest labels and two ``names``), or ``custom`` with
+    ``classes`` (integer value -> name). A bare name (``labels: genant``) is accepted."""
+
+    scheme: Literal["astlof", "genant", "binary", "custom"] = "astlof"
+    positive: list[int] | None = None
+    negative: list[int] | None = None
+    names: list[str] | None = None
+    classes: dict[int, str] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabelsConfig:
+        if self.scheme == "custom" and not self.classes:
+            raise ValueError("labels: a custom scheme needs classes (value: name, ...)")
+        if self.scheme != "custom" and self.classes:
+            raise ValueError(f"labels: classes are only for the custom scheme, not '{self.scheme}'")
+        if self.scheme != "binary" and (self.positive or self.negative):
+            raise ValueError("labels: positive and negative are only for the binary scheme")
+        if self.names is not None and self.scheme != "binary":
+            raise ValueError("labels: names are only for the binary scheme (custom: classes)")
+        if self.names is not None and len(self.names) != 2:
+            raise ValueError("labels: a binary scheme takes two names (negative, positive)")
+        self.scheme_object()  # e.g. a label both positive and negative
+        return self
+
+    def scheme_object(self):
+        """The :class:`ovfdlr.labels.LabelScheme` these settings describe."""
+        from ovfdlr import labels
+
+        try:
+            if self.scheme == "binary":
+                given = {
+                    k: v
+                    for k, v in (
+                        ("positive", self.positive),
+                        ("negative", self.negative),
+                        ("names", tuple(self.names) if self.names else None),
+                    )
+                    if v is not None
+                }
+                return labels.binary(**given)
+            if self.scheme == "custom":
+                return labels.custom(self.classes or {})
+            return labels.scheme_named(self.scheme)
+        except labels.LabelError as exc:
+            raise ValueError(f"labels: {exc}") from None
+
+
 class CohortsConfig(Strict):
     training: str = "train"
     internal: str = "internal"
@@ -170,6 +220,7 @@ class ExperimentConfig(Strict):
     manifest: Path
     radiomics: RadiomicsConfig = RadiomicsConfig()
     arms: list[ArmConfig] = Field(min_length=1)
+    labels: LabelsConfig = LabelsConfig()
     cohorts: CohortsConfig = CohortsConfig()
     selection: SelectionConfig = SelectionConfig()
     models: ModelsConfig = ModelsConfig()
@@ -179,6 +230,11 @@ class ExperimentConfig(Strict):
     scheduler: str | None = None
     cache: Path | None = None
     preview: bool = True
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _scheme_name(cls, value: Any) -> Any:
+        return {"scheme": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _arms_are_known(self) -> ExperimentConfig:
@@ -207,7 +263,7 @@ class ExperimentConfig(Strict):
 def _format(error: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "config"
     message = error["msg"].removeprefix("Value error, ")
-    if message.startswith(("arms:", "compare.")):
+    if message.startswith(("arms:", "compare.", "labels:")):
         return message
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"

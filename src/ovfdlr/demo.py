@@ -23,12 +23,18 @@ def demo_weights() -> tuple[str, bool]:
     return ("imagenet", True) if imagenet_cache_file() is not None else ("random:0", False)
 
 
-def demo_config(cohort_manifest: Path, *, seed: int = 0, jobs: int = 0) -> dict:
-    """The demo experiment as a config mapping (written as ``experiment.yaml``)."""
+def demo_config(
+    cohort_manifest: Path, *, seed: int = 0, jobs: int = 0, labels: str = "astlof"
+) -> dict:
+    """The demo experiment as a config mapping (written as ``experiment.yaml``); ``labels`` is
+    the synthetic cohort's label scheme (:func:`ovfdlr.synthetic.cohort.synthetic_labels`)."""
+    from ovfdlr.synthetic.cohort import synthetic_label_config
+
     weights, _ = demo_weights()
     return {
         "name": "ovfdlr demo: synthetic multi-centre vertebral CT",
         "manifest": str(cohort_manifest),
+        "labels": synthetic_label_config(labels),
         "arms": [
             {"name": "radiomics", "radiomics": True, "morphometry": True},
             {"name": "deep", "radiomics": True, "morphometry": True, "deep": {"weights": weights}},
@@ -39,9 +45,11 @@ def demo_config(cohort_manifest: Path, *, seed: int = 0, jobs: int = 0) -> dict:
     }
 
 
-def write_demo_config(folder: Path, cohort_manifest: Path, *, seed: int = 0, jobs: int = 0) -> Path:
+def write_demo_config(
+    folder: Path, cohort_manifest: Path, *, seed: int = 0, jobs: int = 0, labels: str = "astlof"
+) -> Path:
     path = folder / "experiment.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = demo_config(cohort_manifest.resolve(), seed=seed, jobs=jobs)
+    data = demo_config(cohort_manifest.resolve(), seed=seed, jobs=jobs, labels=labels)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ovfdlr.training import CLASSES
+from ovfdlr.classifiers import info_of, keys_with_explainer
+from ovfdlr.labels import LabelScheme, resolve
 
-TREE_PROBABILITY = ("rf", "et")
-TREE_MARGIN = ("xgb", "lgbm")
-KERNEL = ("svm", "knn", "mlp")
+TREE_PROBABILITY = keys_with_explainer("tree-probability")
+TREE_MARGIN = keys_with_explainer("tree-margin")
+KERNEL = keys_with_explainer("kernel")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ShapResult:
     output: np.ndarray  # the explained model output (cases, classes)
     output_name: str
     explainer: str
+    classes: tuple[int, ...] = (0, 1, 2)  # the label scheme's class values, in order
 
     @property
     def features(self) -> list[str]:
@@ -52,7 +54,9 @@ class ShapResult:
         """Mean |SHAP| per feature: one column per class and ``overall`` (mean over classes),
         sorted by ``overall``."""
         mean_abs = np.abs(self.values).mean(axis=0)
-        table = pd.DataFrame(mean_abs, index=self.features, columns=[f"class {c}" for c in CLASSES])
+        table = pd.DataFrame(
+            mean_abs, index=self.features, columns=[f"class {c}" for c in self.classes]
+        )
         table["overall"] = table.mean(axis=1)
         return table.sort_values("overall", ascending=False).rename_axis("feature")
 
@@ -76,7 +80,8 @@ class ShapResult:
         """Every value as a row: case_id, feature, class, shap, feature value."""
         _cases, _features, classes = self.values.shape
         index = pd.MultiIndex.from_product(
-            [self.data.index, self.features, list(CLASSES)], names=["case_id", "feature", "class"]
+            [self.data.index, self.features, list(self.classes)],
+            names=["case_id", "feature", "class"],
         )
         frame = pd.DataFrame({"shap": self.values.reshape(-1)}, index=index).reset_index()
         frame["value"] = np.repeat(self.data.to_numpy().reshape(-1), classes)
@@ -102,11 +107,11 @@ def _base(expected, n_cases: int, n_classes: int) -> np.ndarray:
     return expected.reshape(n_cases, n_classes)
 
 
-def _full_classes(array: np.ndarray, classes_) -> np.ndarray:
-    """Map a model's class columns onto classes 0, 1, 2 (absent classes stay 0)."""
-    out = np.zeros((*array.shape[:-1], len(CLASSES)))
+def _full_classes(array: np.ndarray, classes_, scheme: LabelScheme) -> np.ndarray:
+    """Map a model's class columns onto the scheme's classes (absent classes stay 0)."""
+    out = np.zeros((*array.shape[:-1], scheme.n_classes))
     for j, c in enumerate(classes_):
-        out[..., CLASSES.index(int(c))] = array[..., j]
+        out[..., scheme.index(int(c))] = array[..., j]
     return out
 
 
@@ -119,6 +124,7 @@ def explain(
     kernel_samples: int = 500,
     seed: int = 0,
     background_selected: bool = False,
+    labels: LabelScheme | None = None,
 ) -> ShapResult:
     """SHAP values of an arm model (selection + classifier) for ``cases``.
 
@@ -126,7 +132,12 @@ def explain(
     fused features like ``cases``, or already passed through the fitted selection when
     ``background_selected`` (what a bundle stores). Kernel explanations draw their coalitions
     from a generator re-seeded with ``seed`` for every case, so a case's values do not depend
-    on which other cases are explained with it.
+    on which other cases are explained with it. ``labels`` is the run's label scheme (its
+    classes order the last axis; default ASTLOF).
+
+    A binary model's single-output explainers (logistic regression's logit, the boosters'
+    margin) explain class 1: class 0's values are their negatives (the margin of class 0 is
+    minus that of class 1), so both columns are filled and additivity holds for each.
     """
     import shap
 
@@ -175,30 +186,22 @@ def explain(
         label = f"KernelExplainer (k-means background of {kernel_background})"
     else:  # pragma: no cover - every classifier of ovfdlr.classifiers is covered above
         raise ValueError(f"no SHAP explainer for {type(classifier).__name__}")
+    scheme = resolve(labels)
     output = np.asarray(output, dtype=np.float64).reshape(n, -1)
-    classes_ = getattr(classifier, "classes_", CLASSES)
-    if values.shape[-1] != len(CLASSES):
+    classes_ = list(getattr(classifier, "classes_", scheme.values))
+    if values.shape[-1] == 1 and len(classes_) == 2:  # one output: class 1 against class 0
+        values, base, output = (np.concatenate([-a, a], axis=-1) for a in (values, base, output))
+    if values.shape[-1] != scheme.n_classes or classes_ != list(scheme.values):
         values, base, output = (
-            _full_classes(values, classes_),
-            _full_classes(base, classes_),
-            _full_classes(output, classes_),
+            _full_classes(values, classes_, scheme),
+            _full_classes(base, classes_, scheme),
+            _full_classes(output, classes_, scheme),
         )
-    return ShapResult(values, base, data, output, name, label)
+    return ShapResult(values, base, data, output, name, label, scheme.values)
 
 
 def _classifier_key(classifier) -> str:
-    name = type(classifier).__name__
-    return {
-        "RandomForestClassifier": "rf",
-        "ExtraTreesClassifier": "et",
-        "XGBClassifier": "xgb",
-        "LGBMClassifier": "lgbm",
-        "LogisticRegression": "lr",
-        "SVC": "svm",
-        "CalibratedClassifierCV": "svm",
-        "KNeighborsClassifier": "knn",
-        "MLPClassifier": "mlp",
-    }.get(name, name)
+    return info_of(classifier).key
 
 
 def sample_cases(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.Index:

@@ -13,25 +13,21 @@ import importlib.abc
 import sys
 from pathlib import Path
 
-TRUSTED_TYPES = (
-    "collections.OrderedDict",
-    "numpy.dtype",
-    "ovfdlr.selection.VarianceFilter",
-    "ovfdlr.selection.UnivariateFilter",
-    "ovfdlr.selection.CorrelationFilter",
-    "ovfdlr.selection.LassoSelector",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.neighbors._ball_tree.BallTree",
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "sklearn.tree._tree.Tree",
-    "xgboost.core.Booster",
-    "xgboost.sklearn.XGBClassifier",
-    "lightgbm.basic.Booster",
-    "lightgbm.sklearn.LGBMClassifier",
+from ovfdlr.classifiers import REGISTRY
+
+# ovfdlr's own building blocks, then each classifier's types (stated in its registry entry)
+TRUSTED_TYPES = tuple(
+    dict.fromkeys(
+        (
+            "collections.OrderedDict",
+            "numpy.dtype",
+            "ovfdlr.selection.VarianceFilter",
+            "ovfdlr.selection.UnivariateFilter",
+            "ovfdlr.selection.CorrelationFilter",
+            "ovfdlr.selection.LassoSelector",
+            *(t for info in REGISTRY.values() for t in info.trusted_types),
+        )
+    )
 )
 
 

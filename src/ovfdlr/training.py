@@ -30,11 +30,10 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from ovfdlr.classifiers import CLASSIFIERS, fit_classifier, specs
+from ovfdlr.labels import DEFAULT, LabelScheme
 from ovfdlr.parallel import TaskFailure, run_tasks
+from ovfdlr.scoring import APPARENT, HELD_OUT, OUT_OF_FOLD
 from ovfdlr.selection import SelectionError, funnel, selection_pipeline
-
-CLASSES = (0, 1, 2)
-PROBA = [f"p{c}" for c in CLASSES]
 
 
 class TrainingError(ValueError):
@@ -54,9 +53,12 @@ class TrainSettings:
     internal: str = "internal"
     selection: dict[str, Any] = field(default_factory=dict)
     jobs: int | None = 1
+    labels: LabelScheme = DEFAULT
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["labels"] = self.labels.to_dict()
+        return out
 
 
 @dataclass
@@ -92,13 +94,17 @@ class ArmFit:
         return list(self.coefficients.index)
 
 
-def macro_auc(y: np.ndarray, proba: np.ndarray) -> float:
-    """Mean one-vs-rest AUC over the classes present with both positives and negatives."""
+def macro_auc(y: np.ndarray, proba: np.ndarray, labels: LabelScheme = DEFAULT) -> float:
+    """Mean one-vs-rest AUC over the classes present with both positives and negatives.
+
+    For a two-class scheme both one-vs-rest AUCs equal the plain AUC of class 1 against
+    class 0 (the scores are complementary), so this is the plain ROC AUC.
+    """
     from ovfdlr.stats import roc_auc
 
     values = [
         roc_auc((y == c).astype(int), proba[:, i])
-        for i, c in enumerate(CLASSES)
+        for i, c in enumerate(labels.values)
         if 0 < (y == c).sum() < len(y)
     ]
     return float(np.mean(values)) if values else float("nan")
@@ -159,29 +165,21 @@ def _run_fold(task: _FoldTask) -> dict[str, Any]:
             fit_classifier(
                 model, Z_train, task.y[task.train], task.groups[task.train], settings.seed
             )
-            predictions[(spec.key, index)] = _proba(model, Z_test)
+            predictions[(spec.key, index)] = _proba(model, Z_test, settings.labels)
     return {"fold": task.fold, "selected": list(Z_train.columns), "predictions": predictions}
 
 
-def _proba(model, Z) -> np.ndarray:
-    """Probabilities for classes 0, 1, 2 (a class absent from training gets 0)."""
+def _proba(model, Z, labels: LabelScheme = DEFAULT) -> np.ndarray:
+    """Probabilities for the scheme's classes in order (a class absent from training gets 0)."""
     raw = model.predict_proba(Z)
-    out = np.zeros((len(Z), len(CLASSES)))
+    out = np.zeros((len(Z), labels.n_classes))
     for j, c in enumerate(model.classes_):
-        out[:, CLASSES.index(int(c))] = raw[:, j]
+        out[:, labels.index(int(c))] = raw[:, j]
     return out
 
 
-def fit_arm(
-    features: pd.DataFrame,
-    cohort: pd.DataFrame,
-    arm: str,
-    settings: TrainSettings | None = None,
-    *,
-    progress: bool = True,
-) -> ArmFit:
-    """Train an arm on its fused features (index case_id); see the module docstring."""
-    settings = settings or TrainSettings()
+def _training_matrix(features, cohort, settings: TrainSettings):
+    """(X, y, groups, rows) of the labelled training cases; every class must be present."""
     rows = training_rows(features, cohort, settings.training)
     # a fresh contiguous copy: sums then run in the same order whatever the caller's layout,
     # so the fit depends on the training values alone
@@ -192,12 +190,17 @@ def fit_arm(
     )
     y = rows["label"].astype(int).to_numpy()
     groups = rows["patient_id"].astype(str).to_numpy()
-    missing = [c for c in CLASSES if not (y == c).any()]
+    missing = [c for c in settings.labels.values if not (y == c).any()]
     if missing:
         raise TrainingError(
             f"the training cohort '{settings.training}' has no case of class "
-            f"{', '.join(map(str, missing))}"
+            f"{', '.join(map(str, missing))} (label scheme '{settings.labels.scheme}')"
         )
+    return X, y, groups, rows
+
+
+def _cross_validate(X, y, groups, settings: TrainSettings, arm: str, progress: bool):
+    """Steps 1-2: the patient-grouped folds, each fitted and predicted (in parallel)."""
     splits = patient_folds(y, groups, settings.folds, settings.seed)
     tasks = [
         _FoldTask(X, y, groups, train, test, fold, settings)
@@ -213,16 +216,21 @@ def fit_arm(
     failures = [r for r in results if isinstance(r, TaskFailure)]
     if failures:
         raise TrainingError(f"cross-validation failed: {failures[0].reason}")
+    return tasks, results
 
-    all_specs = specs(settings.classifiers, settings.quick)
+
+def _tune(tasks, results, y, index: pd.Index, settings: TrainSettings):
+    """Step 3: per classifier, the grid point with the best mean fold macro AUC and its
+    out-of-fold probabilities; returns (cv records, best params, out-of-fold frames)."""
+    labels = settings.labels
     records, best_params, oof_frames = [], {}, []
-    for spec in all_specs:
+    for spec in specs(settings.classifiers, settings.quick):
         grid = spec.grid()
         means = []
-        for index, params in enumerate(grid):
+        for point, params in enumerate(grid):
             scores = []
             for task, result in zip(tasks, results, strict=True):
-                score = macro_auc(y[task.test], result["predictions"][(spec.key, index)])
+                score = macro_auc(y[task.test], result["predictions"][(spec.key, point)], labels)
                 scores.append(score)
                 records.append(
                     {
@@ -235,25 +243,44 @@ def fit_arm(
             means.append(np.nanmean(scores))
         best = int(np.nanargmax(means)) if not np.all(np.isnan(means)) else 0
         best_params[spec.key] = grid[best]
-        oof = np.zeros((len(y), len(CLASSES)))
+        oof = np.zeros((len(y), labels.n_classes))
         fold_of = np.zeros(len(y), dtype=int)
         for task, result in zip(tasks, results, strict=True):
             oof[task.test] = result["predictions"][(spec.key, best)]
             fold_of[task.test] = task.fold
-        frame = pd.DataFrame(oof, index=rows.index, columns=PROBA)
+        frame = pd.DataFrame(oof, index=index, columns=labels.proba_columns)
         frame.insert(0, "fold", fold_of)
         frame.insert(0, "classifier", spec.key)
         oof_frames.append(frame)
+    return pd.DataFrame(records), best_params, oof_frames
 
+
+def _refit(X, y, groups, settings: TrainSettings, best_params) -> tuple[Pipeline, dict]:
+    """Step 4: the selection on the whole training cohort, then each tuned classifier."""
     selection = _fit_selection(X, y, groups, settings)
     Z = selection.transform(X)
     models = {}
-    for spec in all_specs:
+    for spec in specs(settings.classifiers, settings.quick):
         model = spec.build(best_params[spec.key], seed=settings.seed)
         fit_classifier(model, Z, y, groups, settings.seed)
         models[spec.key] = Pipeline([("selection", selection), ("classifier", model)])
+    return selection, models
 
-    cv_results = pd.DataFrame(records)
+
+def fit_arm(
+    features: pd.DataFrame,
+    cohort: pd.DataFrame,
+    arm: str,
+    settings: TrainSettings | None = None,
+    *,
+    progress: bool = True,
+) -> ArmFit:
+    """Train an arm on its fused features (index case_id); see the module docstring."""
+    settings = settings or TrainSettings()
+    X, y, groups, rows = _training_matrix(features, cohort, settings)
+    tasks, results = _cross_validate(X, y, groups, settings, arm, progress)
+    cv_results, best_params, oof_frames = _tune(tasks, results, y, rows.index, settings)
+    selection, models = _refit(X, y, groups, settings, best_params)
     best_cv = (
         cv_results.groupby(["classifier", "params"])["macro_auc"].mean().groupby("classifier").max()
     )
@@ -288,44 +315,55 @@ def _choose(models, best_cv: pd.Series, features, cohort, settings) -> tuple[str
         raise TrainingError(f"select_on='internal': {exc}") from None
     y = rows["label"].astype(int).to_numpy()
     scores = {
-        key: macro_auc(y, predict_proba(model, features.loc[rows.index]))
+        key: macro_auc(
+            y, predict_proba(model, features.loc[rows.index], settings.labels), settings.labels
+        )
         for key, model in models.items()
     }
     key = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-1), k))
     return key, float(scores[key])
 
 
-def predict_proba(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
-    """Class 0, 1, 2 probabilities of a fitted arm model for feature rows ``X``."""
+def predict_proba(model: Pipeline, X: pd.DataFrame, labels: LabelScheme = DEFAULT) -> np.ndarray:
+    """Probabilities of the scheme's classes (in order) of a fitted arm model for rows ``X``."""
     selection, classifier = model.named_steps["selection"], model.named_steps["classifier"]
-    return _proba(classifier, selection.transform(X))
+    return _proba(classifier, selection.transform(X), labels)
 
 
 def predictions(fit: ArmFit, features: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
-    """Every classifier's probabilities for every case with features, with the training
-    cohort's out-of-fold probabilities under the cohort name ``<training> (cv)``."""
+    """Every classifier's probabilities for every case with features.
+
+    ``scoring`` says how each row was scored: the training cohort's rows twice, ``apparent``
+    (by the models fitted on all of it) and ``out-of-fold`` (by the cross-validation model that
+    did not see the row); every other cohort's rows ``held-out``. ``prediction`` is the class
+    value with the highest probability.
+    """
+    labels = fit.settings.labels
+    proba_columns = labels.proba_columns
     cases = cohort.loc[cohort.index.intersection(features.index, sort=False)]
+    scoring = np.where(cases["cohort"] == fit.settings.training, APPARENT, HELD_OUT)
     frames = []
     for key, model in fit.models.items():
-        proba = predict_proba(model, features.loc[cases.index])
-        frame = pd.DataFrame(proba, index=cases.index, columns=PROBA)
+        proba = predict_proba(model, features.loc[cases.index], labels)
+        frame = pd.DataFrame(proba, index=cases.index, columns=proba_columns)
         frame.insert(0, "label", cases["label"])
+        frame.insert(0, "scoring", scoring)
         frame.insert(0, "cohort", cases["cohort"])
         frame.insert(0, "classifier", key)
         frames.append(frame)
     oof = fit.oof.drop(columns="fold").copy()
-    oof.insert(1, "cohort", f"{fit.settings.training} (cv)")
-    oof.insert(2, "label", cohort.loc[oof.index, "label"])
+    oof.insert(1, "cohort", fit.settings.training)
+    oof.insert(2, "scoring", OUT_OF_FOLD)
+    oof.insert(3, "label", cohort.loc[oof.index, "label"])
     frames.append(oof)
     out = pd.concat(frames).rename_axis("case_id")
     out["label"] = out["label"].astype("Int64")
-    out["prediction"] = np.asarray(out[PROBA]).argmax(axis=1)
+    values = np.asarray(labels.values)
+    out["prediction"] = values[np.asarray(out[proba_columns]).argmax(axis=1)]
     return out
 
 
 __all__ = [
-    "CLASSES",
-    "PROBA",
     "ArmFit",
     "SelectionError",
     "TrainSettings",

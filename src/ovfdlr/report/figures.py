@@ -15,8 +15,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-CLASS_COLOURS = {0: "#1b9e77", 1: "#d95f02", 2: "#7570b3"}
-CLASS_NAMES = {0: "class 0 (conservative)", 1: "class 1 (either)", 2: "class 2 (surgery)"}
+from ovfdlr.labels import DEFAULT, LabelScheme
+
+PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
+
+
+def class_colour(labels: LabelScheme, value) -> str:
+    """The colour of class ``value``: by its position in the scheme (grey when unknown)."""
+    try:
+        return PALETTE[labels.index(int(value)) % len(PALETTE)]
+    except (ValueError, TypeError):
+        return "grey"
+
+
+def class_text(labels: LabelScheme, value) -> str:
+    try:
+        return labels.label_text(int(value))
+    except (ValueError, TypeError):
+        return str(value)
 
 
 def save(figure, stem: str | Path, *, dpi: int = 110) -> list[Path]:
@@ -30,7 +46,13 @@ def save(figure, stem: str | Path, *, dpi: int = 110) -> list[Path]:
     return paths
 
 
-def roc_figure(curves: pd.DataFrame, per_class: pd.DataFrame, cohort: str, title: str = ""):
+def roc_figure(
+    curves: pd.DataFrame,
+    per_class: pd.DataFrame,
+    cohort: str,
+    title: str = "",
+    labels: LabelScheme = DEFAULT,
+):
     """One-vs-rest ROC curves per class with macro and micro averages, AUCs in the legend."""
     figure, axis = plt.subplots(figsize=(4.6, 4.4))
     aucs = {}
@@ -41,9 +63,9 @@ def roc_figure(curves: pd.DataFrame, per_class: pd.DataFrame, cohort: str, title
         style = {"lw": 1.6}
         if label.startswith("class"):
             c = int(label.split()[-1])
-            style["color"] = CLASS_COLOURS.get(c, "grey")
+            style["color"] = class_colour(labels, c)
             auc = aucs.get(str(c)) or aucs.get(label)
-            text = CLASS_NAMES.get(c, label)
+            text = class_text(labels, c)
             if auc:
                 text += f": {auc[0]:.3f} ({auc[1]:.3f}-{auc[2]:.3f})"
         else:
@@ -86,7 +108,7 @@ def confusion_figure(confusion: pd.DataFrame, cohort: str):
     return figure
 
 
-def calibration_figure(curves: pd.DataFrame, cohort: str):
+def calibration_figure(curves: pd.DataFrame, cohort: str, labels: LabelScheme = DEFAULT):
     """Reliability diagram per class."""
     figure, axis = plt.subplots(figsize=(4.2, 4.0))
     for c, group in curves.groupby("class"):
@@ -96,8 +118,8 @@ def calibration_figure(curves: pd.DataFrame, cohort: str):
             group["observed_fraction"],
             marker="o",
             ms=3,
-            color=CLASS_COLOURS.get(int(c), "grey"),
-            label=CLASS_NAMES.get(int(c), c),
+            color=class_colour(labels, c),
+            label=class_text(labels, c),
         )
     axis.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8)
     axis.set(
@@ -111,7 +133,7 @@ def calibration_figure(curves: pd.DataFrame, cohort: str):
     return figure
 
 
-def decision_figure(decision: pd.DataFrame, cohort: str):
+def decision_figure(decision: pd.DataFrame, cohort: str, labels: LabelScheme = DEFAULT):
     """Net benefit per class (one-vs-rest) against treat-all and treat-none."""
     classes = sorted(decision["class"].unique())
     figure, axes = plt.subplots(1, len(classes), figsize=(3.4 * len(classes), 3.0), sharey=True)
@@ -121,7 +143,7 @@ def decision_figure(decision: pd.DataFrame, cohort: str):
         axis.plot(
             group["threshold"],
             group["net_benefit_model"],
-            color=CLASS_COLOURS.get(int(c)),
+            color=class_colour(labels, c),
             label="model",
         )
         axis.plot(
@@ -133,7 +155,7 @@ def decision_figure(decision: pd.DataFrame, cohort: str):
         top = max(group["net_benefit_model"].max(), group["net_benefit_all"].max(), 0.05)
         axis.set(
             xlabel="threshold probability",
-            title=CLASS_NAMES.get(int(c), str(c)),
+            title=class_text(labels, c),
             ylim=(-0.05, top * 1.1),
         )
     axes[0].set_ylabel("net benefit")
@@ -178,28 +200,29 @@ def lasso_figure(path: pd.DataFrame, chosen_C: float, arm: str):
     return figure
 
 
-def shap_bar_figure(importance: pd.DataFrame, top: int = 15):
+def shap_bar_figure(importance: pd.DataFrame, labels: LabelScheme = DEFAULT, top: int = 15):
     """Mean |SHAP| per feature, stacked by class."""
     head = importance.head(top)[::-1]
     figure, axis = plt.subplots(figsize=(6.0, 0.3 * len(head) + 1.2))
     left = np.zeros(len(head))
-    for c in (0, 1, 2):
+    k = labels.n_classes
+    for c in labels.values:
         column = f"class {c}"
         if column in head:
             axis.barh(
                 head.index,
-                head[column] / 3,
+                head[column] / k,
                 left=left,
-                color=CLASS_COLOURS[c],
-                label=CLASS_NAMES[c],
+                color=class_colour(labels, c),
+                label=class_text(labels, c),
             )
-            left += head[column].to_numpy() / 3
+            left += head[column].to_numpy() / k
     axis.set(xlabel="mean |SHAP| (averaged over classes)", title="global feature importance")
     axis.legend(fontsize=7, loc="lower right")
     return figure
 
 
-def shap_beeswarm_figure(result, class_index: int, top: int = 12):
+def shap_beeswarm_figure(result, class_index: int, labels: LabelScheme = DEFAULT, top: int = 12):
     """SHAP beeswarm for one class (shap's own plot)."""
     import shap
 
@@ -207,7 +230,8 @@ def shap_beeswarm_figure(result, class_index: int, top: int = 12):
     shap.plots.beeswarm(
         result.explanation(class_index), max_display=top, show=False, plot_size=None
     )
-    plt.title(f"SHAP, {CLASS_NAMES.get(class_index)} ({result.output_name})", fontsize=9)
+    name = class_text(labels, labels.values[class_index])
+    plt.title(f"SHAP, {name} ({result.output_name})", fontsize=9)
     return figure
 
 

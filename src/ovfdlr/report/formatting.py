@@ -75,8 +75,3 @@ def seconds(value: object) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
-
-
-def cohort_slug(cohort: str) -> str:
-    """The file-name form of a cohort (``train (cv)`` -> ``train-cv``), as the arm figures use."""
-    return cohort.replace(" ", "-").replace("(", "").replace(")", "")

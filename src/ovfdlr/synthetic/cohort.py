@@ -50,6 +50,7 @@ TRUTH_COLUMNS: tuple[str, ...] = (
     "height_posterior_mm",
     "height_loss_mm",
     "height_loss_pct",
+    "genant_grade",
     "retropulsion_mm",
     "cleft_volume_ml",
     "tilt_sagittal_deg",
@@ -76,6 +77,33 @@ TRUTH_COLUMNS: tuple[str, ...] = (
 
 _CASE_FILE = re.compile(r"^ovf-\d+\.nii\.gz$")
 
+SYNTHETIC_LABELS = ("astlof", "genant", "binary")
+
+
+def synthetic_labels(pop: pd.DataFrame, scheme: str) -> pd.Series:
+    """The manifest labels of the synthetic cohort under a label scheme, from its truth.
+
+    ``astlof``: the ASTLOF class of the latent item scores. ``genant``: the Genant grade of the
+    true height loss (:func:`ovfdlr.morphometry.genant_grade`). ``binary``: 1 for ASTLOF class 2
+    (surgery), 0 otherwise, to be read with :func:`synthetic_label_config`.
+    """
+    if scheme == "astlof":
+        return pop["label"].astype(int)
+    if scheme == "genant":
+        from ..morphometry import genant_grade
+
+        return pop["height_loss_pct"].map(genant_grade).astype(int)
+    if scheme == "binary":
+        return (pop["label"] == 2).astype(int)
+    raise ValueError(f"labels '{scheme}' is not one of {', '.join(SYNTHETIC_LABELS)}")
+
+
+def synthetic_label_config(scheme: str) -> str | dict:
+    """The experiment config's ``labels`` entry for a cohort written with ``scheme``."""
+    if scheme == "binary":  # the manifest holds 0/1 already
+        return {"scheme": "binary", "negative": [0], "positive": [1]}
+    return scheme
+
 
 def _render_and_write(task: tuple[dict, str]) -> str:
     """Render one case and write its image and mask (a module-level function for workers)."""
@@ -95,6 +123,7 @@ def generate_cohort(
     seed: int = 0,
     jobs: int | None = 1,
     progress: bool = True,
+    labels: str = "astlof",
 ) -> pd.DataFrame:
     """Generate the synthetic vertebral CT cohort under ``out_dir``; return the manifest.
 
@@ -103,10 +132,14 @@ def generate_cohort(
     ``cohort.json`` (seed, size, generator version, centres). ``n`` defaults to 200 vertebrae
     split 750:187:110:51 over train/internal/external/prospective; ``paper_scale=True`` gives
     exactly those 1,098. The same ``seed`` gives byte-identical files whatever ``jobs`` is.
+    ``labels`` chooses the manifest's label scheme (:func:`synthetic_labels`); ``truth.csv``
+    keeps the ASTLOF class and the Genant grade whichever is chosen.
     Case files from an earlier cohort in the same folder that are not part of this one are
     removed.
     """
     out = Path(out_dir)
+    if labels not in SYNTHETIC_LABELS:
+        raise ValueError(f"labels '{labels}' is not one of {', '.join(SYNTHETIC_LABELS)}")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     pop = sample_population(n, seed=seed, paper_scale=paper_scale)
@@ -136,10 +169,11 @@ def generate_cohort(
     manifest = pop.assign(
         image=[f"images/{cid}.nii.gz" for cid in pop["case_id"]],
         mask=[f"masks/{cid}.nii.gz" for cid in pop["case_id"]],
+        label=synthetic_labels(pop, labels),
     )[list(MANIFEST_COLUMNS)].reset_index(drop=True)
     manifest.to_csv(out / "manifest.csv", index=False)
 
-    truth = pop[list(TRUTH_COLUMNS)].copy()
+    truth = pop.assign(genant_grade=synthetic_labels(pop, "genant"))[list(TRUTH_COLUMNS)].copy()
     truth["ct_signs"] = truth["ct_signs"].astype(int)
     truth.to_csv(out / "truth.csv", index=False, float_format="%.4f")
 
@@ -151,7 +185,12 @@ def generate_cohort(
         "paper_scale": bool(paper_scale),
         "cohorts": {c: int((pop["cohort"] == c).sum()) for c in PAPER_SCALE},
         "patients": int(pop["patient_id"].nunique()),
-        "labels": {str(k): int((pop["label"] == k).sum()) for k in (0, 1, 2)},
+        "label_scheme": labels,
+        "label_config": synthetic_label_config(labels),
+        "labels": {
+            str(k): int((manifest["label"] == k).sum())
+            for k in {"astlof": (0, 1, 2), "genant": (0, 1, 2, 3), "binary": (0, 1)}[labels]
+        },
         "fov_mm": list(FOV_MM),
         "cohort_centre": dict(COHORT_CENTRE),
         "centres": {name: c.as_dict() for name, c in CENTRES.items()},

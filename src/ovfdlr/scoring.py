@@ -1,0 +1,59 @@
+"""How a row of predictions was scored, and how such rows are named and ordered.
+
+The training cohort is scored twice: ``apparent`` (by the models fitted on all of it: a
+resubstitution estimate, optimistic) and ``out-of-fold`` (each row by the cross-validation model
+that did not see it). Every other cohort is ``held-out``. Prediction and evaluation tables carry
+this in a ``scoring`` column beside ``cohort``; nothing is encoded in a cohort's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+APPARENT = "apparent"
+OUT_OF_FOLD = "out-of-fold"
+HELD_OUT = "held-out"
+SCORINGS = (APPARENT, OUT_OF_FOLD, HELD_OUT)
+VALIDATION_ORDER = ("internal", "external", "prospective")  # the usual validation cohorts
+
+# what each kind of estimate can claim, for tables and the report
+CLAIMS = {
+    APPARENT: "apparent: the training rows scored by models fitted on them (optimistic)",
+    OUT_OF_FOLD: "out-of-fold: each training row scored by a cross-validation model that did "
+    "not see it",
+    HELD_OUT: "held-out: a cohort no model or selection step saw",
+}
+
+
+def cohort_order(cohorts: Iterable[str], training: str = "train") -> list[str]:
+    """The training cohort first, then internal, external, prospective, then any other
+    cohort alphabetically (each once)."""
+    present = list(dict.fromkeys(str(c) for c in cohorts))
+    usual = [training, *VALIDATION_ORDER]
+    return [c for c in usual if c in present] + sorted(c for c in present if c not in usual)
+
+
+def view_label(cohort: str, scoring: str) -> str:
+    """``train (out-of-fold)``, ``train (apparent)``, ``internal``: how a table names a view."""
+    return cohort if scoring == HELD_OUT else f"{cohort} ({scoring})"
+
+
+def view_slug(cohort: str, scoring: str) -> str:
+    """The file-name form of a view: ``train``, ``train-cv``, ``internal`` (figure names)."""
+    slug = str(cohort).replace(" ", "-").replace("(", "").replace(")", "")
+    return f"{slug}-cv" if scoring == OUT_OF_FOLD else slug
+
+
+def view_order(views: Iterable[tuple[str, str]], training: str = "train") -> list[tuple[str, str]]:
+    """(cohort, scoring) pairs in reading order: the training cohort's apparent then
+    out-of-fold views, then the other cohorts in :func:`cohort_order`."""
+    present = list(dict.fromkeys((str(c), str(s)) for c, s in views))
+    rank = {c: i for i, c in enumerate(cohort_order([c for c, _ in present], training))}
+    return sorted(present, key=lambda v: (rank[v[0]], SCORINGS.index(v[1])))
+
+
+def view_sort_key(cohort, scoring, training: str = "train"):
+    """A key for sorting table columns ``cohort`` and ``scoring`` together (pandas ``key``)."""
+    order = view_order(zip(cohort, scoring, strict=True), training)
+    rank = {v: i for i, v in enumerate(order)}
+    return [rank[(str(c), str(s))] for c, s in zip(cohort, scoring, strict=True)]

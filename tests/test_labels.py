@@ -1,0 +1,223 @@
+"""Label schemes: the classes, manifest labels checked against them, binary runs that are
+exactly the plain ROC / DeLong analysis, and Genant and binary runs end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ovfdlr import labels as schemes
+from ovfdlr import stats
+from ovfdlr.cli import app
+from ovfdlr.cohort import load_manifest, validate_manifest
+from ovfdlr.config import ConfigError, parse_config
+from ovfdlr.evaluation import BINARY_TEST, compare_arms, evaluate
+from ovfdlr.scoring import HELD_OUT, OUT_OF_FOLD
+from tests.conftest import good_row, write_manifest
+
+runner = CliRunner()
+
+
+def test_schemes_name_their_classes_and_map_manifest_labels():
+    astlof = schemes.astlof()
+    assert astlof.values == (0, 1, 2) and astlof.name_of(2) == "surgery"
+    assert astlof.proba_columns == ["p0", "p1", "p2"]
+    genant = schemes.genant()
+    assert genant.n_classes == 4 and genant.label_text(3) == "class 3 (severe)"
+    assert "morph_genant_grade" in genant.excluded_features
+    surgery = schemes.binary()  # ASTLOF 2 against 0-1
+    assert [surgery.encode(v) for v in ("0", "1", "2", "")] == [0, 0, 1, None]
+    assert surgery.is_binary and surgery.positive == 1
+    custom = schemes.custom({0: "acute", 1: "chronic"})
+    assert custom.names == ("acute", "chronic")
+    assert schemes.LabelScheme.from_dict(genant.to_dict()) == genant
+    assert schemes.LabelScheme.from_dict(surgery.to_dict()) == surgery
+    with pytest.raises(schemes.LabelError, match=r"label '3' is not one of 0, 1, 2 .*'astlof'"):
+        astlof.encode("3")
+    with pytest.raises(schemes.LabelError, match="both positive and negative"):
+        schemes.binary(positive=[1], negative=[0, 1])
+    with pytest.raises(schemes.LabelError, match="unknown label scheme 'astloff'"):
+        schemes.scheme_named("astloff")
+
+
+def test_config_labels_key():
+    base = {"manifest": "m.csv", "arms": [{"name": "a"}]}
+    assert parse_config(base).labels.scheme_object() == schemes.astlof()
+    assert parse_config(base | {"labels": "genant"}).labels.scheme_object().n_classes == 4
+    binary = parse_config(
+        base | {"labels": {"scheme": "binary", "positive": [1], "negative": [0]}}
+    ).labels.scheme_object()
+    assert binary.mapping == {0: 0, 1: 1}
+    for bad, needle in (
+        ({"scheme": "custom"}, "labels: a custom scheme needs classes"),
+        ({"scheme": "binary", "names": ["a"]}, "labels: a binary scheme takes two names"),
+        ("genat", "labels.scheme: Input should be"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            parse_config(base | {"labels": bad})
+
+
+def test_a_label_outside_the_scheme_names_row_value_and_scheme(tmp_path):
+    rows = [
+        good_row(tmp_path, "a", "P1", label=3),
+        good_row(tmp_path, "b", "P2", label=1),
+        good_row(tmp_path, "c", "P3", label=2),
+    ]
+    manifest = write_manifest(tmp_path, rows)
+    report = validate_manifest(manifest, check_images=False)
+    [problem] = [p for p in report.errors if p.check == "label"]
+    assert problem.row == 2 and problem.case_id == "a"
+    assert "label '3' is not one of 0, 1, 2 (label scheme 'astlof')" in problem.message
+    genant = validate_manifest(manifest, labels="genant", check_images=False)
+    assert genant.ok
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    grouped = write_manifest(ok, [good_row(ok, c, f"P{i}", label=i) for i, c in enumerate("xyz")])
+    cohort = load_manifest(grouped, labels=schemes.binary())
+    assert cohort["label"].tolist() == [0, 0, 1]
+    problems = tmp_path / "problems.csv"
+    result = runner.invoke(
+        app, ["validate", str(manifest), "--labels", "binary", "--problems-csv", str(problems)]
+    )
+    assert result.exit_code == 1
+    [message] = pd.read_csv(problems).query("check == 'label'")["message"]
+    assert message.startswith("label '3' is not one of 0, 1, 2 (label scheme 'binary')")
+
+
+def _binary_predictions(seed: int, shift: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 80
+    y = rng.integers(0, 2, n)
+    score = 1 / (1 + np.exp(-(shift * y + rng.normal(size=n))))
+    ids = [f"c{i}" for i in range(n)]
+    cohort = np.where(np.arange(n) < 50, "train", "external")
+    scoring = np.where(cohort == "train", OUT_OF_FOLD, HELD_OUT)
+    frame = pd.DataFrame(
+        {
+            "classifier": "lr",
+            "cohort": cohort,
+            "scoring": scoring,
+            "label": pd.array(y, dtype="Int64"),
+            "p0": 1 - score,
+            "p1": score,
+        },
+        index=pd.Index(ids, name="case_id"),
+    )
+    frame["prediction"] = (score > 0.5).astype(int)
+    return frame
+
+
+def test_a_two_class_run_is_the_plain_roc_and_delong_analysis():
+    scheme = schemes.binary()
+    a, b = _binary_predictions(1, 2.0), _binary_predictions(1, 1.0)
+    b["label"] = a["label"]
+    table = compare_arms(a, b, name_a="A", name_b="B", labels=scheme)
+    assert set(table["test"]) == {BINARY_TEST}
+    for row in table.itertuples(index=False):
+        rows = a[(a["cohort"] == row.cohort) & (a["scoring"] == row.scoring)]
+        y = rows["label"].astype(int).to_numpy() == 1
+        expected = stats.delong_test(y, rows["p1"], b.loc[rows.index, "p1"])
+        assert row.auc_a == expected.auc_a and row.auc_b == expected.auc_b
+        assert row.statistic == expected.statistic and row.p_value == expected.p_value
+        assert (row.ci_lower, row.ci_upper) == (expected.ci_lower, expected.ci_upper)
+    evaluation = evaluate(a, "lr", labels=scheme)
+    external = evaluation.performance.query("cohort == 'external'").iloc[0]
+    rows = a[a["cohort"] == "external"]
+    plain = stats.auc_ci(rows["label"].astype(int) == 1, rows["p1"])
+    assert (external.macro_auc, external.macro_auc_lower, external.macro_auc_upper) == (
+        plain.auc,
+        plain.lower,
+        plain.upper,
+    )
+    assert set(evaluation.confusion["true"]) == {0, 1}
+
+
+LIGHT = {
+    "imageType": {"Original": {}},
+    "featureClass": {"firstorder": None, "shape": None},
+    "setting": {"resampledPixelSpacing": [1, 1, 1], "binWidth": 25, "preCrop": True},
+}
+
+
+def _run(tmp_path, scheme: str):
+    folder = tmp_path / scheme
+    result = runner.invoke(
+        app, ["synth", "--out", str(folder / "cohort"), "--n", "60", "--seed", "1",
+              "--labels", scheme, "--jobs", "2"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads((folder / "cohort" / "cohort.json").read_text())
+    (folder / "light.yaml").write_text(yaml.safe_dump(LIGHT))
+    config = {
+        "manifest": str(folder / "cohort" / "manifest.csv"),
+        "labels": info["label_config"],
+        "radiomics": {"params": "light.yaml"},
+        "arms": [{"name": "image"}],
+        "models": {"classifiers": ["lr", "rf"], "quick": True, "folds": 3},
+        "preview": False,
+        "jobs": 2,
+        "cache": str(tmp_path / "cache"),
+    }
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(
+        app, ["run", str(folder / "experiment.yaml"), "--out", str(folder / "run")]
+    )
+    assert result.exit_code == 0, result.output
+    return folder / "run", result.output
+
+
+@pytest.mark.slow
+def test_genant_run_end_to_end(tmp_path):
+    """Four Genant grades from the synthetic height loss; the features that define the grade
+    are left out and the report says why."""
+    run, _ = _run(tmp_path, "genant")
+    arm = json.loads((run / "arms" / "image" / "arm.json").read_text())
+    assert arm["labels"]["scheme"] == "genant"
+    assert not any(f in schemes.GENANT_DEFINING_FEATURES for f in arm["selected_features"])
+    assert any("left out morph_genant_grade" in w for w in arm["warnings"])
+    preds = pd.read_parquet(run / "arms" / "image" / "predictions.parquet")
+    assert [c for c in preds.columns if c.startswith("p")][:4] == ["p0", "p1", "p2", "p3"]
+    per_class = pd.read_csv(run / "arms" / "image" / "tables" / "per_class_auc.csv")
+    assert set(per_class["class"]) == {0, 1, 2, 3}
+    assert (run / "arms" / "image" / "figures" / "shap-beeswarm-class3.png").is_file()
+    report = (run / "report.html").read_text()
+    assert "Label scheme <strong>genant</strong>" in report
+    assert "the Genant grade is defined by the vertebral height loss" in report
+    classes = pd.read_csv(run / "tables" / "cohort_classes.csv")
+    assert "class 3" in classes.columns
+
+
+@pytest.mark.slow
+def test_binary_run_end_to_end(tmp_path):
+    run, _ = _run(tmp_path, "binary")
+    performance = pd.read_csv(run / "arms" / "image" / "tables" / "performance.csv")
+    preds = pd.read_parquet(run / "arms" / "image" / "predictions.parquet")
+    assert [c for c in preds.columns if c.startswith("p") and c[1:].isdigit()] == ["p0", "p1"]
+    chosen = json.loads((run / "arms" / "image" / "arm.json").read_text())["chosen"]
+    row = performance.query("classifier == @chosen and cohort == 'internal'").iloc[0]
+    rows = preds[(preds["classifier"] == chosen) & (preds["cohort"] == "internal")]
+    plain = stats.auc_ci(rows["label"].astype(int) == 1, rows["p1"])
+    assert row.macro_auc == pytest.approx(plain.auc, abs=1e-12)
+    assert row.macro_auc_lower == pytest.approx(plain.lower, abs=1e-12)
+
+
+def test_synthetic_labels_follow_the_truth():
+    from ovfdlr.morphometry import genant_grade
+    from ovfdlr.synthetic.cohort import synthetic_label_config, synthetic_labels
+
+    pop = pd.DataFrame({"label": [0, 1, 2, 2], "height_loss_pct": [5.0, 21.0, 30.0, 55.0]})
+    assert synthetic_labels(pop, "astlof").tolist() == [0, 1, 2, 2]
+    assert synthetic_labels(pop, "genant").tolist() == [genant_grade(v) for v in [5, 21, 30, 55]]
+    assert synthetic_labels(pop, "genant").tolist() == [0, 1, 2, 3]
+    assert synthetic_labels(pop, "binary").tolist() == [0, 0, 1, 1]
+    binary = parse_config(
+        {"manifest": "m.csv", "arms": [{"name": "a"}], "labels": synthetic_label_config("binary")}
+    ).labels.scheme_object()
+    assert [binary.encode(v) for v in ("0", "1")] == [0, 1]
+    with pytest.raises(ValueError, match="labels 'ordinal' is not one of"):
+        synthetic_labels(pop, "ordinal")
