@@ -17,9 +17,10 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from ovfdlr.bundle import BundleError, load_bundle, predict
+from ovfdlr.bundle import BundleError, load_bundle
 from ovfdlr.cli import app
 from ovfdlr.config import ConfigError, load_config, parse_config
+from ovfdlr.predict import predict
 
 runner = CliRunner()
 
@@ -282,8 +283,8 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
 def test_features_computed_in_background_processes_are_the_same(finished_run):
     """``ovfdlr predict`` computes features in spawned processes while the model loads: the
     features must be exactly those computed in the calling process."""
-    from ovfdlr.bundle import case_features, start_features
     from ovfdlr.cohort import load_manifest
+    from ovfdlr.predict import case_features, start_features
 
     _, run, _ = finished_run
     bundle = load_bundle(run / "bundles" / "deep", model=False)
@@ -305,8 +306,9 @@ def test_a_failing_background_process_stops_the_others(finished_run, tmp_path):
     caller as raised there, and the radiomics process still working is stopped."""
     import shutil
 
-    from ovfdlr.bundle import _checksum, start_features
+    from ovfdlr.bundle import _checksum
     from ovfdlr.cohort import load_manifest
+    from ovfdlr.predict import start_features
 
     _, run, _ = finished_run
     copy = tmp_path / "bundle"
@@ -469,3 +471,24 @@ def test_finetuned_arm_bundle_round_trip(cohort_60, tmp_path):
     assert again.keys() == weights.keys()
     for name, tensor in weights.items():  # bit-identical (the file's header order may vary)
         assert torch.equal(again[name], tensor), name
+
+
+def test_results_equal_the_recorded_reference(finished_run, tmp_path):
+    """The small run's tables equal those recorded on main before the label-scheme and
+    run-folder changes (tests/reference/README.md); a changed number is caught."""
+    import shutil
+
+    from tests.reference_tables import differences
+
+    reference = Path(__file__).parent / "reference" / "small-run"
+    _, run, _ = finished_run
+    assert differences(reference, run) == []
+    copy = tmp_path / "run"
+    shutil.copytree(run / "tables", copy / "tables")
+    shutil.copytree(run / "arms", copy / "arms")
+    table = copy / "arms" / "deep" / "tables" / "performance.csv"
+    frame = pd.read_csv(table)
+    frame.loc[0, "macro_auc"] += 1e-6
+    frame.to_csv(table, index=False)
+    found = differences(reference, copy)
+    assert len(found) == 1 and "performance.csv: column macro_auc" in found[0]

@@ -20,6 +20,10 @@ import yaml
 
 from ovfdlr.arm import compare_dirs, train_arm
 from ovfdlr.cohort import centre_table, class_table
+from ovfdlr.experiment import _demographics
+from ovfdlr.layout import RunLayout
+from ovfdlr.records import DeepNetwork, ManifestRef, RunArm, RunRecord, StageEntry, read_arm
+from ovfdlr.records import write_run as write_run_record
 from ovfdlr.report import browser, figures
 from ovfdlr.report import formatting as fmt
 from ovfdlr.report.browser import BrowserError, check_report, parse_check
@@ -104,12 +108,8 @@ def write_run(run: Path) -> Path:
     )
     class_table(cohort).to_csv(tables / "cohort_classes.csv")
     centre_table(cohort).to_csv(tables / "cohort_centres.csv")
-    cohort.groupby("cohort").agg(
-        n=("age", "size"),
-        age_mean=("age", "mean"),
-        age_sd=("age", "std"),
-        female_percent=("sex", lambda s: 100 * (s == "F").mean()),
-    ).to_csv(tables / "cohort_demographics.csv")
+    # as the run writes it (the writer's column names, e.g. female_pct)
+    _demographics(cohort).to_csv(tables / "cohort_demographics.csv", index=False)
     figures.save(small_figure("inputs 1-24"), run / "figures/inputs-001")
     (run / "features").mkdir()
     pd.DataFrame(
@@ -136,58 +136,52 @@ def write_run(run: Path) -> Path:
     (run / "run.log").write_text("run started\n")
     config = {"seed": 0, "manifest": "cohort/manifest.csv", "arms": ["radimagenet", "untrained"]}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
+    layout = RunLayout(run)
     arms = {
-        "radimagenet": {
-            "folder": "arms/radimagenet",
-            "feature_sets": ["radiomics", "morphometry", "deep"],
-            "deep": {
-                "weights": "radimagenet:resnet50",
-                "label": "ResNet-50 (RadImageNet)",
-                "pretrained": True,
-                "finetuned": True,
-            },
-            "chosen": json.loads((run / "arms/radimagenet/arm.json").read_text(encoding="utf-8"))[
-                "chosen"
-            ],
-        },
-        "untrained": {
-            "folder": "arms/untrained",
-            "feature_sets": ["radiomics", "deep"],
-            "deep": {
-                "weights": "untrained:seed=0",
-                "label": "ResNet-50 (random weights)",
-                "pretrained": False,
-                "finetuned": False,
-            },
-            "chosen": json.loads((run / "arms/untrained/arm.json").read_text(encoding="utf-8"))[
-                "chosen"
-            ],
-        },
+        "radimagenet": RunArm(
+            folder=layout.arm_folder("radimagenet"),
+            feature_sets=["radiomics", "morphometry", "deep"],
+            deep=DeepNetwork(
+                weights="radimagenet:resnet50",
+                label="ResNet-50 (RadImageNet)",
+                pretrained=True,
+                finetuned=True,
+            ),
+            chosen=read_arm(layout.arm("radimagenet").arm_json).chosen,
+        ),
+        "untrained": RunArm(
+            folder=layout.arm_folder("untrained"),
+            feature_sets=["radiomics", "deep"],
+            deep=DeepNetwork(
+                weights="untrained:seed=0",
+                label="ResNet-50 (random weights)",
+                pretrained=False,
+                finetuned=False,
+            ),
+            chosen=read_arm(layout.arm("untrained").arm_json).chosen,
+        ),
     }
-    (run / "run.json").write_text(
-        json.dumps(
-            {
-                "ovfdlr": "0.1.0",
-                "created": "2025-01-31T10:20:30+00:00",
-                "seed": 0,
-                "config_sha256": "ab" * 32,
-                "versions": {"ovfdlr": "0.1.0", "numpy": np.__version__, "pandas": pd.__version__},
-                "manifest": {"path": "cohort/manifest.csv", "sha256": "cd" * 32, "cases": 150},
-                "data_sha256": "ef" * 32,
-                "stages": [
-                    {"name": "cohort", "seconds": 0.5, "status": "computed"},
-                    {"name": "radiomics", "seconds": 75.2, "status": "cached"},
-                    {"name": "train", "seconds": 20.0, "status": "computed"},
-                ],
-                "arms": arms,
-                "comparisons": [["radimagenet", "untrained"]],
-                "training_cohort": "train",
-                "warnings": ["1 case failed in radiomics"],
-                "failed_cases": 1,
-            },
-            indent=2,
-        )
+    record = RunRecord(
+        ovfdlr="0.1.0",
+        created="2025-01-31T10:20:30+00:00",
+        name="report",
+        seed=0,
+        config_sha256="ab" * 32,
+        versions={"ovfdlr": "0.1.0", "numpy": np.__version__, "pandas": pd.__version__},
+        manifest=ManifestRef(path="cohort/manifest.csv", sha256="cd" * 32, cases=150),
+        data_sha256="ef" * 32,
+        stages=[
+            StageEntry(name="cohort", seconds=0.5, status="computed"),
+            StageEntry(name="radiomics", seconds=75.2, status="cached"),
+            StageEntry(name="train", seconds=20.0, status="computed"),
+        ],
+        arms=arms,
+        comparisons=[["radimagenet", "untrained"]],
+        training_cohort="train",
+        warnings=["1 case failed in radiomics"],
+        failed_cases=1,
     )
+    write_run_record(layout.run_json, record)
     return run
 
 

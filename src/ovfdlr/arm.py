@@ -28,10 +28,22 @@ import numpy as np
 import pandas as pd
 
 from ovfdlr import __version__
-from ovfdlr.evaluation import Evaluation, cohort_order, compare_arms, evaluate
+from ovfdlr.evaluation import Evaluation, compare_arms, evaluate
+from ovfdlr.layout import ArmLayout
+from ovfdlr.records import ArmRecord, read_arm
+from ovfdlr.records import write_arm as write_arm_record
 from ovfdlr.report import figures
+from ovfdlr.scoring import (
+    APPARENT,
+    HELD_OUT,
+    OUT_OF_FOLD,
+    cohort_order,
+    view_label,
+    view_order,
+    view_slug,
+)
 from ovfdlr.selection import fuse
-from ovfdlr.training import CLASSES, ArmFit, TrainSettings, fit_arm, predictions, training_rows
+from ovfdlr.training import ArmFit, TrainSettings, fit_arm, predictions, training_rows
 
 SHAP_CASES = 200  # explained cases for kernel explainers (all cases for tree and linear ones)
 
@@ -104,13 +116,19 @@ def train_arm(
             f"{len(missing)} case(s) of the manifest have no features and are left out: "
             + ", ".join(map(str, missing[:10]))
         )
+    excluded = [c for c in settings.labels.excluded_features if c in features.columns]
+    if excluded:
+        features = features.drop(columns=excluded)
+        warnings.append(f"left out {', '.join(excluded)}: {settings.labels.exclusion_reason}")
     start = time.perf_counter()
     fit = fit_arm(features, cohort, arm, settings, progress=progress)
     timings["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
     preds = predictions(fit, features, cohort)
-    evaluation = evaluate(preds, fit.chosen, training=settings.training, seed=settings.seed)
+    evaluation = evaluate(
+        preds, fit.chosen, training=settings.training, labels=settings.labels, seed=settings.seed
+    )
     timings["evaluate"] = time.perf_counter() - start
 
     shap_result = None
@@ -123,7 +141,11 @@ def train_arm(
         if fit.chosen in KERNEL:
             cases = cases.loc[sample_cases(cases, SHAP_CASES, settings.seed)]
         shap_result = explain(
-            fit.models[fit.chosen], background, features.loc[cases.index], seed=settings.seed
+            fit.models[fit.chosen],
+            background,
+            features.loc[cases.index],
+            seed=settings.seed,
+            labels=settings.labels,
         )
         timings["explain"] = time.perf_counter() - start
 
@@ -131,30 +153,34 @@ def train_arm(
     result = ArmResult(fit, evaluation, preds, shap_result, out, timings, warnings)
     write_arm(result, cohort)
     for key, model in fit.models.items():
-        save_model(model, out / "models" / f"{key}.skops")
+        save_model(model, ArmLayout(out).model(key))
     timings["write"] = time.perf_counter() - start
-    _write_json(out / "arm.json", arm_summary(result, cohort))
+    write_arm_record(ArmLayout(out).arm_json, arm_summary(result, cohort))
     return result
 
 
-def arm_summary(result: ArmResult, cohort: pd.DataFrame) -> dict:
-    """The facts of an arm a reader (or ``compare``) needs, as JSON."""
+def arm_summary(result: ArmResult, cohort: pd.DataFrame) -> ArmRecord:
+    """The facts of an arm a reader (or ``compare``) needs: the record of ``arm.json``."""
     fit = result.fit
     performance = result.evaluation.performance
     chosen = performance[performance["classifier"] == fit.chosen]
-    return {
+    summary = {
         "arm": fit.arm,
         "ovfdlr": __version__,
         "settings": fit.settings.as_dict(),
+        "labels": fit.settings.labels.to_dict(),
         "chosen": fit.chosen,
         "chosen_on": fit.settings.select_on,
         "chosen_score": fit.chosen_score,
         "best_params": {k: repr(v) for k, v in fit.best_params.items()},
         "n_input_features": fit.n_input_features,
         "selected_features": fit.selected,
-        "cohorts": {c: int((cohort["cohort"] == c).sum()) for c in cohort_order(cohort["cohort"])},
+        "cohorts": {
+            c: int((cohort["cohort"] == c).sum())
+            for c in cohort_order(cohort["cohort"], fit.settings.training)
+        },
         "macro_auc": {
-            row.cohort: {
+            view_label(row.cohort, row.scoring): {
                 "auc": row.macro_auc,
                 "lower": row.macro_auc_lower,
                 "upper": row.macro_auc_upper,
@@ -166,12 +192,13 @@ def arm_summary(result: ArmResult, cohort: pd.DataFrame) -> dict:
         "timings_s": result.timings,
         "warnings": result.warnings,
     }
+    return ArmRecord.model_validate(summary)
 
 
 def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
     """Tables, predictions, selection record and figures of an arm."""
-    out, fit, evaluation = result.folder, result.fit, result.evaluation
-    tables = out / "tables"
+    layout, fit, evaluation = ArmLayout(result.folder), result.fit, result.evaluation
+    tables = layout.tables
     tables.mkdir(parents=True, exist_ok=True)
     for name, table in evaluation.tables().items():
         table.to_csv(tables / f"{name}.csv", index=False)
@@ -187,9 +214,9 @@ def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
         .sort_values(ascending=False)
     )
     frequency.to_csv(tables / "selection_stability.csv")
-    result.predictions.to_parquet(out / "predictions.parquet")
+    result.predictions.to_parquet(layout.predictions)
     _write_json(
-        out / "selection.json",
+        layout.selection_json,
         {
             "funnel": fit.funnel.to_dict("records"),
             "lasso_C": fit.selection.named_steps["lasso"].C_,
@@ -198,88 +225,126 @@ def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
             "fold_frequency": frequency.to_dict(),
         },
     )
-    figure_dir = out / "figures"
+    figure_dir = layout.figures
     figures.save(figures.funnel_figure(fit.funnel, fit.arm), figure_dir / "selection-funnel")
     figures.save(
         figures.lasso_figure(fit.lasso_path, fit.selection.named_steps["lasso"].C_, fit.arm),
         figure_dir / "lasso-cv",
     )
     per_class = evaluation.per_class
-    for cohort_name in cohort_order(evaluation.curves["cohort"]) if len(evaluation.curves) else []:
-        slug = cohort_name.replace(" ", "-").replace("(", "").replace(")", "")
-        curves = evaluation.curves[evaluation.curves["cohort"] == cohort_name]
-        chosen_auc = per_class[
-            (per_class["classifier"] == fit.chosen) & (per_class["cohort"] == cohort_name)
-        ]
+    labels = fit.settings.labels
+    curves_all = evaluation.curves
+    views = (
+        view_order(
+            zip(curves_all["cohort"], curves_all["scoring"], strict=True), fit.settings.training
+        )
+        if len(curves_all)
+        else []
+    )
+    for cohort_name, scoring in views:
+        slug, title = view_slug(cohort_name, scoring), view_label(cohort_name, scoring)
+
+        def of(table, cohort_name=cohort_name, scoring=scoring):
+            return table[(table["cohort"] == cohort_name) & (table["scoring"] == scoring)]
+
+        chosen_auc = of(per_class[per_class["classifier"] == fit.chosen])
         figures.save(
-            figures.roc_figure(curves, chosen_auc, cohort_name, f"{cohort_name}: {fit.chosen}"),
+            figures.roc_figure(of(curves_all), chosen_auc, title, f"{title}: {fit.chosen}", labels),
             figure_dir / f"roc-{slug}",
         )
-        confusion = evaluation.confusion[evaluation.confusion["cohort"] == cohort_name]
         figures.save(
-            figures.confusion_figure(confusion, cohort_name), figure_dir / f"confusion-{slug}"
+            figures.confusion_figure(of(evaluation.confusion), title),
+            figure_dir / f"confusion-{slug}",
         )
-        calibration = evaluation.calibration[evaluation.calibration["cohort"] == cohort_name]
         figures.save(
-            figures.calibration_figure(calibration, cohort_name), figure_dir / f"calibration-{slug}"
+            figures.calibration_figure(of(evaluation.calibration), title, labels),
+            figure_dir / f"calibration-{slug}",
         )
-        decision = evaluation.decision[evaluation.decision["cohort"] == cohort_name]
         figures.save(
-            figures.decision_figure(decision, cohort_name), figure_dir / f"decision-{slug}"
+            figures.decision_figure(of(evaluation.decision), title, labels),
+            figure_dir / f"decision-{slug}",
         )
     if result.shap is not None:
         shap_result = result.shap
         importance = shap_result.importance()
         importance.to_csv(tables / "shap_importance.csv")
-        shap_result.long().to_parquet(out / "shap_values.parquet")
-        figures.save(figures.shap_bar_figure(importance), figure_dir / "shap-bar")
-        for c in CLASSES:
+        shap_result.long().to_parquet(layout.shap_values)
+        figures.save(figures.shap_bar_figure(importance, labels), figure_dir / "shap-bar")
+        for c in labels.values:
             figures.save(
-                figures.shap_beeswarm_figure(shap_result, c), figure_dir / f"shap-beeswarm-class{c}"
+                figures.shap_beeswarm_figure(shap_result, labels.index(c), labels),
+                figure_dir / f"shap-beeswarm-class{c}",
             )
         for position, (case_id, c) in enumerate(_waterfall_cases(result, cohort)):
             index = list(shap_result.data.index).index(case_id)
-            title = f"{case_id}: class {c} ({shap_result.output_name})"
+            title = f"{case_id}: {labels.label_text(c)} ({shap_result.output_name})"
             figures.save(
-                figures.shap_waterfall_figure(shap_result, index, c, title),
+                figures.shap_waterfall_figure(shap_result, index, labels.index(c), title),
                 figure_dir / f"shap-waterfall-{position + 1}",
             )
 
 
 def _waterfall_cases(result: ArmResult, cohort: pd.DataFrame) -> list[tuple[str, int]]:
-    """Two example cases for waterfalls: the first correctly predicted class-2 and class-0 case
-    outside the training cohort (else any), each explained for its true class."""
+    """Two example cases for waterfalls: the first correctly predicted case of the highest and
+    of the lowest class (ASTLOF: class 2 and class 0) outside the training cohort (else any),
+    each explained for its true class."""
     preds = result.predictions
     chosen = preds[(preds["classifier"] == result.fit.chosen) & preds["label"].notna()]
     chosen = chosen[chosen.index.isin(result.shap.data.index)]
     picks = []
-    for c in (2, 0):
+    values = result.fit.settings.labels.values
+    for c in (values[-1], values[0]):
         rows = chosen[(chosen["label"] == c) & (chosen["prediction"] == c)]
-        outside = rows[~rows["cohort"].str.startswith(result.fit.settings.training)]
+        outside = rows[rows["scoring"] == HELD_OUT]
         pool = outside if len(outside) else rows
         if len(pool):
             picks.append((str(pool.index[0]), c))
     return picks
 
 
+def read_predictions(path: Path, training: str) -> pd.DataFrame:
+    """An arm's ``predictions.parquet``; a file written before the ``scoring`` column existed
+    (out-of-fold rows under the cohort name ``<training> (cv)``) gets it in memory."""
+    preds = pd.read_parquet(path)
+    if "scoring" not in preds.columns:
+        oof = preds["cohort"] == f"{training} (cv)"
+        scoring = np.where(
+            oof, OUT_OF_FOLD, np.where(preds["cohort"] == training, APPARENT, HELD_OUT)
+        )
+        preds.insert(preds.columns.get_loc("cohort") + 1, "scoring", scoring)
+        preds.loc[oof, "cohort"] = training
+    return preds
+
+
 def compare_dirs(dir_a: str | Path, dir_b: str | Path, *, seed: int = 0) -> pd.DataFrame:
     """Paired tests between the chosen models of two trained arm folders, per cohort."""
     loaded = []
-    for folder in (Path(dir_a), Path(dir_b)):
-        summary_path, preds_path = folder / "arm.json", folder / "predictions.parquet"
-        for path in (summary_path, preds_path):
+    for folder in (ArmLayout(Path(dir_a)), ArmLayout(Path(dir_b))):
+        for path in (folder.arm_json, folder.predictions):
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"{folder} is not a trained arm folder: {path.name} missing"
+                    f"{folder.folder} is not a trained arm folder: {path.name} missing"
                 )
-        summary = json.loads(summary_path.read_text())
-        preds = pd.read_parquet(preds_path)
-        preds = preds[preds["classifier"] == summary["chosen"]]
-        training = summary.get("settings", {}).get("training", "train")
-        loaded.append((f"{summary['arm']} ({summary['chosen']})", preds, training))
-    (name_a, preds_a, training), (name_b, preds_b, _) = loaded
+        summary = read_arm(folder.arm_json)
+        training = summary.training
+        preds = read_predictions(folder.predictions, training)
+        preds = preds[preds["classifier"] == summary.chosen]
+        labels = summary.label_scheme
+        loaded.append((f"{summary.arm} ({summary.chosen})", preds, training, labels))
+    (name_a, preds_a, training, labels), (name_b, preds_b, _, labels_b) = loaded
+    if labels.values != labels_b.values:
+        raise ValueError(
+            f"{dir_a} and {dir_b} predict different classes ({labels.scheme}: "
+            f"{list(labels.values)}; {labels_b.scheme}: {list(labels_b.values)}): no paired test"
+        )
     table = compare_arms(
-        preds_a, preds_b, name_a=name_a, name_b=name_b, seed=seed, skip=(training,)
+        preds_a,
+        preds_b,
+        name_a=name_a,
+        name_b=name_b,
+        training=training,
+        labels=labels,
+        seed=seed,
     )
     if table.empty:
         raise ValueError(f"{dir_a} and {dir_b} share no labelled case to compare")

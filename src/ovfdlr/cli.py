@@ -66,7 +66,7 @@ def print_frame(frame: pd.DataFrame, title: str, *, index: bool = True) -> None:
 # validate
 
 
-def _print_report(report) -> None:
+def _print_report(report, scheme) -> None:
     from ovfdlr.cohort import centre_table, class_table
 
     if report.problems:
@@ -88,8 +88,54 @@ def _print_report(report) -> None:
             )
         console.print(table)
     if report.ok and report.cohort is not None:
-        print_frame(class_table(report.cohort), "Cases per cohort and ASTLOF class")
+        print_frame(class_table(report.cohort), f"Cases per cohort and {scheme.title} class")
         print_frame(centre_table(report.cohort), "Cases per centre and cohort")
+
+
+LabelsOption = Annotated[
+    str,
+    typer.Option(
+        "--labels",
+        help="Label scheme: astlof, genant, binary (ASTLOF 2 against 0-1), or a YAML file "
+        "holding an experiment config's labels entry.",
+    ),
+]
+SynthLabelsOption = Annotated[
+    str,
+    typer.Option(
+        "--labels",
+        help="Labels of the synthetic cohort: astlof, genant (from the true height loss) or "
+        "binary (ASTLOF class 2 against 0-1).",
+    ),
+]
+
+
+def _label_scheme(text: str):
+    """A label scheme from a name or a YAML file with a config's ``labels`` entry."""
+    import yaml
+
+    from ovfdlr.config import LabelsConfig
+    from ovfdlr.labels import SCHEMES
+
+    if text in SCHEMES:
+        return LabelsConfig(scheme=text).scheme_object()
+    path = Path(text)
+    if not path.is_file():
+        raise fail(f"--labels '{text}' is not one of {', '.join(SCHEMES)} nor a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = {"scheme": data} if isinstance(data, str) else data
+        return LabelsConfig.model_validate(data.get("labels", data)).scheme_object()
+    except Exception as exc:  # YAML or validation: one line naming the file
+        first = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+        raise fail(f"{path}: not a labels entry ({first})") from None
+
+
+def _synth_labels(labels: str) -> None:
+    from ovfdlr.synthetic.cohort import SYNTHETIC_LABELS
+
+    if labels not in SYNTHETIC_LABELS:
+        raise fail(f"--labels '{labels}' is not one of {', '.join(SYNTHETIC_LABELS)}")
 
 
 @app.command()
@@ -114,6 +160,10 @@ def validate(
         Path | None, typer.Option(help="Also write every problem to this CSV.")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
+    labels: LabelsOption = "astlof",
+    training_cohort: Annotated[
+        str, typer.Option(help="The training cohort's name (unlabelled cases there warn).")
+    ] = "train",
 ) -> None:
     """Check a cohort manifest and every image and mask it names; report all problems at once.
 
@@ -122,15 +172,18 @@ def validate(
     """
     from ovfdlr.cohort import validate_manifest
 
+    scheme = _label_scheme(labels)
     report = validate_manifest(
         manifest,
         cohorts=cohort or None,
+        labels=scheme,
+        training=training_cohort,
         min_roi_voxels=min_roi_voxels,
         tolerance=tolerance,
         jobs=jobs,
         progress=True,
     )
-    _print_report(report)
+    _print_report(report, scheme)
     if problems_csv is not None:
         problems_csv.parent.mkdir(parents=True, exist_ok=True)
         report.problems_frame().to_csv(problems_csv, index=False)
@@ -152,6 +205,7 @@ def synth(
     ] = False,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = all cores.")] = 0,
+    labels: SynthLabelsOption = "astlof",
 ) -> None:
     """Generate the synthetic multi-centre vertebral CT cohort (images, masks, manifest, truth)."""
     from ovfdlr.synthetic import generate_cohort
@@ -160,7 +214,10 @@ def synth(
         raise fail("give either --n or --paper-scale, not both")
     if n is not None and n < 1:
         raise fail(f"--n must be at least 1 (got {n})")
-    manifest = generate_cohort(out, n, paper_scale=paper_scale, seed=seed, jobs=jobs)
+    _synth_labels(labels)
+    manifest = generate_cohort(
+        out, n, paper_scale=paper_scale, seed=seed, jobs=jobs, labels=labels
+    )
     console.print(f"wrote {len(manifest)} cases to {out / 'manifest.csv'}")
 
 
@@ -176,11 +233,17 @@ def _run_and_summarise(config, out: Path) -> None:
     print_frame(summary_table(out, payload), "Chosen model per arm", index=False)
     comparison = out / "tables" / "comparison.csv"
     if comparison.is_file():
+        from ovfdlr.evaluation import BINARY_TEST, MACRO_TEST
+
         table = pd.read_csv(comparison)
-        macro = table[table["test"] == "macro (DeLong, stratified)"]
-        if len(macro):
-            shown = macro[["cohort", "arm_a", "arm_b", "auc_a", "auc_b", "p_value"]].round(4)
-            print_frame(shown, "Arm comparison (macro AUC, stratified DeLong)", index=False)
+        for test, title in (
+            (MACRO_TEST, "Arm comparison (macro AUC, stratified DeLong)"),
+            (BINARY_TEST, "Arm comparison (AUC, paired DeLong)"),
+        ):
+            rows = table[table["test"] == test]
+            if len(rows):
+                columns = ["cohort", "scoring", "arm_a", "arm_b", "auc_a", "auc_b", "p_value"]
+                print_frame(rows[columns].round(4), title, index=False)
     for arm, info in payload["arms"].items():
         deep = info.get("deep")
         if deep and not deep.get("pretrained"):
@@ -224,6 +287,7 @@ def demo(
     paper_scale: Annotated[bool, typer.Option(help="The paper's cohort sizes (1,098).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = all cores.")] = 0,
+    labels: SynthLabelsOption = "astlof",
 ) -> None:
     """The main job on the embedded synthetic cohort: generate it, run the two-arm experiment
     (radiomics + morphometry, and the same fused with ResNet-50 features), write the report."""
@@ -235,6 +299,7 @@ def demo(
 
     if n is not None and paper_scale:
         raise fail("give either --n or --paper-scale, not both")
+    _synth_labels(labels)
     _, pretrained = demo_weights()
     if not pretrained:
         err.print(
@@ -246,9 +311,11 @@ def demo(
     start = time.perf_counter()
     if not paper_scale and n is None:
         n = DEFAULT_N
-    generate_cohort(cohort_dir, n, paper_scale=paper_scale, seed=seed, jobs=jobs)
+    generate_cohort(cohort_dir, n, paper_scale=paper_scale, seed=seed, jobs=jobs, labels=labels)
     console.print(f"[dim]stage[/] synthetic cohort: {time.perf_counter() - start:.1f} s")
-    config = write_demo_config(out, cohort_dir / "manifest.csv", seed=seed, jobs=jobs)
+    config = write_demo_config(
+        out, cohort_dir / "manifest.csv", seed=seed, jobs=jobs, labels=labels
+    )
     _run_and_summarise(load_config(config), out)
 
 
@@ -278,11 +345,11 @@ AllowFailuresOption = Annotated[
 ]
 
 
-def _load_cohort(manifest: Path):
+def _load_cohort(manifest: Path, labels=None, training: str = "train"):
     from ovfdlr.cohort import ManifestError, load_manifest
 
     try:
-        return load_manifest(manifest)
+        return load_manifest(manifest, labels=labels, training=training)
     except ManifestError as exc:
         err.print(str(exc), highlight=False, soft_wrap=True)
         raise fail(f"{manifest}: fix the manifest first (ovfdlr validate {manifest})") from None
@@ -545,6 +612,7 @@ def train(
     explain: Annotated[bool, typer.Option(help="SHAP for the chosen model.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
     jobs: JobsOption = 0,
+    labels: LabelsOption = "astlof",
 ) -> None:
     """Select features, train the eight classifiers and evaluate them on every cohort, for one arm.
 
@@ -561,8 +629,10 @@ def train(
         table = read_features(features)
     except (FileNotFoundError, SelectionError, OSError) as exc:
         raise fail(str(exc)) from None
-    cohort = _load_cohort(manifest)
+    scheme = _label_scheme(labels)
+    cohort = _load_cohort(manifest, scheme, training_cohort)
     settings = TrainSettings(
+        labels=scheme,
         classifiers=tuple(c.strip() for c in classifiers.split(",") if c.strip()),
         quick=quick,
         folds=folds,
@@ -581,8 +651,10 @@ def train(
     performance = result.evaluation.performance
     chosen = performance[performance["classifier"] == result.fit.chosen]
     summary = (
-        chosen[["cohort", "n", "macro_auc", "macro_auc_lower", "macro_auc_upper", "accuracy"]]
-        .set_index("cohort")
+        chosen[
+            ["cohort", "scoring", "n", "macro_auc", "macro_auc_lower", "macro_auc_upper", "accuracy"]
+        ]
+        .set_index(["cohort", "scoring"])
         .round(3)
     )
     print_frame(
@@ -613,6 +685,7 @@ def compare(
     shown = table[
         [
             "cohort",
+            "scoring",
             "test",
             "class",
             "auc_a",
@@ -642,20 +715,14 @@ def predict(
     jobs: JobsOption = 1,
     cache: CacheOption = None,
 ) -> None:
-    """Score new vertebrae: class probabilities, predicted ASTLOF class, top SHAP contributions.
+    """Score new vertebrae: class probabilities, predicted class, top SHAP contributions.
 
     The features are computed in separate processes while the model loads.
     """
-    from ovfdlr.bundle import (
-        BundleError,
-        load_bundle,
-        load_scoring,
-        score,
-        start_features,
-        write_predictions,
-    )
+    from ovfdlr.bundle import BundleError, load_bundle
     from ovfdlr.deep.errors import WeightsError
     from ovfdlr.parallel import BackgroundError
+    from ovfdlr.predict import describe, run_prediction
 
     if (manifest is None) == (image is None or mask is None):
         raise fail("give --image and --mask for one case, or --manifest for many")
@@ -664,7 +731,7 @@ def predict(
     except BundleError as exc:
         raise fail(str(exc)) from None
     if manifest is not None:
-        cohort = _load_cohort(manifest)
+        cohort = _load_cohort(manifest, verified.labels)
     else:
         case_id = image.name.split(".")[0]
         cohort = pd.DataFrame(
@@ -681,32 +748,22 @@ def predict(
             index=[case_id],
         )
     cache_dir = _check_outputs(out.with_suffix(".json"), cache)
-    job = start_features(
-        verified, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir, background=True
-    )
     try:
-        loaded = load_scoring(verified)
-        features, failures = job.result()
+        result = run_prediction(
+            verified, cohort, out=out, weights=weights, jobs=jobs, cache_dir=cache_dir
+        )
     except (BundleError, WeightsError, ValueError) as exc:
         raise fail(str(exc)) from None
     except BackgroundError as exc:
         raise fail(f"the feature computation failed: {exc}") from None
-    finally:
-        job.close()
-    table = score(loaded, features)
+    failures = result.failures
     for row in failures.itertuples(index=False):
         err.print(f"[red]failed[/] {row.case_id}: {row.reason}", highlight=False)
-    if table.empty:
+    if result.table.empty:
         raise fail("no case could be scored")
-    written = write_predictions(table, out)
-    for case_id, row in table.iterrows():
-        top = ", ".join(f"{c['feature']} {c['shap']:+.3f}" for c in row["contributions"][:5])
-        console.print(
-            f"[bold]{case_id}[/]: class {row['predicted_class']} ({row['predicted_name']}); "
-            f"p = {row['p0']:.3f} / {row['p1']:.3f} / {row['p2']:.3f}; top SHAP: {top}",
-            highlight=False,
-        )
-    console.print(f"wrote {', '.join(str(p) for p in written)}")
+    for case_id, row in result.table.iterrows():
+        console.print(f"[bold]{case_id}[/]: {describe(result.bundle, row)}", highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in result.written)}")
     if len(failures):
         raise fail(f"{len(failures)} case(s) could not be scored")
 

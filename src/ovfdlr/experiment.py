@@ -39,10 +39,11 @@ import pandas as pd
 from ovfdlr import __version__
 from ovfdlr.cache import DigestIndex, default_cache_dir, file_digest, stable_hash
 from ovfdlr.config import ExperimentConfig, dump_config
+from ovfdlr.layout import RunLayout
 from ovfdlr.parallel import console, shared_progress
+from ovfdlr.records import RunRecord, read_arm
 
 log = logging.getLogger("ovfdlr.run")
-KEYS_FILE = ".stage-keys.json"
 
 
 class RunError(RuntimeError):
@@ -71,9 +72,14 @@ class RunState:
     deep_labels: dict[str, dict] = field(default_factory=dict)
     arm_results: dict[str, dict] = field(default_factory=dict)
     data_sha256: str | None = None
+    data_key: str = ""
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.out)
 
     def saved_keys(self) -> dict[str, str]:
-        path = self.out / KEYS_FILE
+        path = self.layout.keys_file
         try:
             return json.loads(path.read_text()) if path.is_file() else {}
         except json.JSONDecodeError:  # damaged: every stage is checked again
@@ -89,7 +95,7 @@ class RunState:
         else:
             keys[stage] = key
         atomic_write_bytes(
-            self.out / KEYS_FILE, json.dumps(keys, indent=1, sort_keys=True).encode()
+            self.layout.keys_file, json.dumps(keys, indent=1, sort_keys=True).encode()
         )
 
 
@@ -120,7 +126,7 @@ def _versions() -> dict[str, str]:
 
 
 def _setup_log(out: Path) -> logging.Handler:
-    handler = logging.FileHandler(out / "run.log", encoding="utf-8")
+    handler = logging.FileHandler(RunLayout(out).run_log, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("ovfdlr")
     root.setLevel(logging.INFO)
@@ -174,35 +180,42 @@ def _cohort_stage(state: RunState) -> None:
                 digests.append(file_digest(path, index) if value else "empty")
             except (OSError, ValueError):  # missing or unreadable: validation names it
                 digests.append(f"unreadable:{value}")
-    key = stable_hash("cohort", file_digest(manifest), digests)
+    labels = config.labels.scheme_object()
+    training = config.cohorts.training
+    # the images and the manifest decide the per-case features; the label scheme and the
+    # training cohort's name decide only the class tables and what is fitted
+    state.data_key = stable_hash("cohort", file_digest(manifest), digests)
+    key = stable_hash(state.data_key, labels.to_dict(), training)
     state.data_sha256 = stable_hash(digests)
-    tables = state.out / "tables"
-    outputs = [tables / "cohort_classes.csv", tables / "cohort_centres.csv"]
+    layout = state.layout
+    outputs = [layout.table("cohort_classes"), layout.table("cohort_centres")]
 
     def work():
-        report = validate_manifest(manifest, jobs=config.jobs, progress=True)
+        report = validate_manifest(
+            manifest, labels=labels, training=training, jobs=config.jobs, progress=True
+        )
         if not report.ok:
             problems = report.problems_frame()
-            problems.to_csv(state.out / "manifest_problems.csv", index=False)
+            problems.to_csv(layout.manifest_problems, index=False)
             first = "; ".join(str(p) for p in report.errors[:3])
             raise RunError(
                 f"the manifest has {len(report.errors)} error(s) ({first}); all are listed in "
-                f"{state.out / 'manifest_problems.csv'}"
+                f"{layout.manifest_problems}"
             )
-        tables.mkdir(parents=True, exist_ok=True)
+        layout.tables.mkdir(parents=True, exist_ok=True)
         cohort = report.cohort
-        class_table(cohort).to_csv(tables / "cohort_classes.csv")
-        centre_table(cohort).to_csv(tables / "cohort_centres.csv")
+        class_table(cohort).to_csv(layout.table("cohort_classes"))
+        centre_table(cohort).to_csv(layout.table("cohort_centres"))
         demographics = _demographics(cohort)
         if demographics is not None:
-            demographics.to_csv(tables / "cohort_demographics.csv", index=False)
+            demographics.to_csv(layout.table("cohort_demographics"), index=False)
         for warning in report.warnings:
             state.warnings.append(str(warning))
 
     _stage(state, "cohort", key, outputs, work)
     from ovfdlr.cohort import load_manifest
 
-    state.cohort = load_manifest(manifest)
+    state.cohort = load_manifest(manifest, labels=labels, training=training)
 
 
 def _demographics(cohort: pd.DataFrame) -> pd.DataFrame | None:
@@ -227,14 +240,14 @@ def _extraction_stage(state: RunState, name: str, run) -> None:
     """A per-case feature stage: radiomics or morphometry."""
     from ovfdlr.extraction import write_errors, write_tables
 
-    out = state.out / "features" / f"{name}.parquet"
+    out = state.layout.feature_table(name)
     settings = run["settings"]
-    key = stable_hash(name, state.keys["cohort"], settings)
+    key = stable_hash(name, state.data_key, settings)
 
     def work():
         result = run["extract"]()
         write_tables(result, out)
-        write_errors(state.out / "errors.csv", out.name, result.errors)
+        write_errors(state.layout.errors_csv, out.name, result.errors)
         if result.failed:
             state.warnings.append(f"{name}: {result.failed} case(s) failed (errors.csv)")
 
@@ -250,14 +263,15 @@ def _deep_stage(state: RunState, arm) -> None:
     settings = deep.input_settings()
     from ovfdlr.deep.backbones import spec_digest
 
-    out = state.out / "features" / f"deep-{arm.name}.parquet"
+    layout = state.layout
+    out = layout.deep_table(arm.name)
     learned = bool(deep.finetune_epochs or deep.pca)
     # what decides the features: the weights' content (not their path), the inputs, the
     # preprocessing, and - only when something is fitted on the training cohort - that cohort,
     # the seed and the fitting settings (batch size and thread counts change nothing)
     key = stable_hash(
         "deep",
-        state.keys["cohort"],
+        state.keys["cohort"] if learned else state.data_key,  # fitted: labels matter too
         deep.weights.partition(":")[0],
         spec_digest(deep.weights),
         settings.as_dict(),
@@ -272,7 +286,7 @@ def _deep_stage(state: RunState, arm) -> None:
         if learned
         else None,
     )
-    label_file = out.with_suffix(".json")
+    label_file = layout.deep_label(arm.name)
 
     def work():
         cohort = state.cohort
@@ -282,7 +296,7 @@ def _deep_stage(state: RunState, arm) -> None:
             cohort,
             deep.weights,
             arm.name,
-            out.parent,
+            layout.features,
             settings=settings,
             finetune=FinetuneSettings(epochs=deep.finetune_epochs, seed=config.seed),
             normalization=deep.normalization,
@@ -296,7 +310,7 @@ def _deep_stage(state: RunState, arm) -> None:
         extraction = result.extraction
         extraction.features = result.features
         write_tables(extraction, out)
-        write_errors(state.out / "errors.csv", out.name, extraction.errors)
+        write_errors(layout.errors_csv, out.name, extraction.errors)
         label_file.write_text(
             json.dumps(
                 {
@@ -310,12 +324,9 @@ def _deep_stage(state: RunState, arm) -> None:
 
     outputs = [out, label_file]
     if deep.finetune_epochs:
-        outputs += [
-            out.parent / f"finetuned-{arm.name}.safetensors",
-            out.parent / f"finetuned-{arm.name}.curve.csv",
-        ]
+        outputs += [layout.finetuned(arm.name), layout.finetune_curve(arm.name)]
     if deep.pca:
-        outputs.append(out.parent / f"pca-{arm.name}.npz")
+        outputs.append(layout.pca(arm.name))
     _stage(state, f"deep-{arm.name}", key, outputs, work)
     state.deep_labels[arm.name] = json.loads(label_file.read_text())
 
@@ -326,14 +337,21 @@ def _preview_stage(state: RunState) -> None:
 
     deep = next((a.deep for a in state.config.arms if a.deep), None)
     settings = deep.input_settings() if deep else InputSettings()
-    key = stable_hash("preview", state.keys["cohort"], settings.as_dict())
-    first = state.out / "figures" / "inputs-001.png"
+    key = stable_hash("preview", state.data_key, settings.as_dict())
+    first = state.layout.input_sheet(1)
 
     def work():
         sample = state.cohort.groupby("cohort", sort=True).head(6)
-        contact_sheets(sample, state.out / "figures", settings, jobs=state.config.jobs)
+        contact_sheets(sample, state.layout.figures, settings, jobs=state.config.jobs)
 
     _stage(state, "preview", key, [first], work)
+
+
+def _arm_tables(layout: RunLayout, arm) -> tuple[list[Path], list[str]]:
+    """The feature tables an arm reads, and the names of its feature sets."""
+    sources = [name for name in ("radiomics", "morphometry") if getattr(arm, name)]
+    sources += [f"deep-{arm.name}"] if arm.deep else []
+    return [layout.feature_table(name) for name in sources], sources
 
 
 def _arm_stage(state: RunState, arm) -> None:
@@ -341,16 +359,7 @@ def _arm_stage(state: RunState, arm) -> None:
     from ovfdlr.training import TrainSettings
 
     config = state.config
-    tables, sources = [], []
-    if arm.radiomics:
-        tables.append(state.out / "features" / "radiomics.parquet")
-        sources.append("radiomics")
-    if arm.morphometry:
-        tables.append(state.out / "features" / "morphometry.parquet")
-        sources.append("morphometry")
-    if arm.deep:
-        tables.append(state.out / "features" / f"deep-{arm.name}.parquet")
-        sources.append(f"deep-{arm.name}")
+    tables, sources = _arm_tables(state.layout, arm)
     settings = TrainSettings(
         classifiers=tuple(config.models.classifiers),
         quick=config.models.quick,
@@ -361,8 +370,9 @@ def _arm_stage(state: RunState, arm) -> None:
         internal=config.cohorts.internal,
         selection=config.selection.model_dump(),
         jobs=config.jobs,
+        labels=config.labels.scheme_object(),
     )
-    folder = state.out / "arms" / arm.name
+    folder = state.layout.arm(arm.name)
     # the tables' content, not the upstream keys: a feature stage redone with the same result
     # leaves the arm cached; the number of worker processes changes nothing and is left out
     fitting = {k: v for k, v in settings.as_dict().items() if k != "jobs"}
@@ -371,21 +381,25 @@ def _arm_stage(state: RunState, arm) -> None:
     def work():
         features = read_features(tables)
         train_arm(
-            features, state.cohort, arm.name, folder, settings, explain_model=config.models.explain
+            features,
+            state.cohort,
+            arm.name,
+            folder.folder,
+            settings,
+            explain_model=config.models.explain,
         )
 
-    _stage(
-        state, f"arm-{arm.name}", key, [folder / "arm.json", folder / "predictions.parquet"], work
-    )
-    summary = json.loads((folder / "arm.json").read_text())
-    state.arm_results[arm.name] = summary | {"feature_sets": sources}
+    _stage(state, f"arm-{arm.name}", key, [folder.arm_json, folder.predictions], work)
+    summary = read_arm(folder.arm_json)
+    state.arm_results[arm.name] = {"chosen": summary.chosen, "feature_sets": sources}
 
 
 def _compare_stage(state: RunState) -> None:
     from ovfdlr.arm import compare_dirs
 
     pairs = state.config.pairs()
-    out = state.out / "tables" / "comparison.csv"
+    layout = state.layout
+    out = layout.comparison
     if not pairs:
         out.unlink(missing_ok=True)  # from an earlier run with more arms
         return
@@ -393,7 +407,7 @@ def _compare_stage(state: RunState) -> None:
 
     def work():
         frames = [
-            compare_dirs(state.out / "arms" / a, state.out / "arms" / b, seed=state.config.seed)
+            compare_dirs(layout.arm(a).folder, layout.arm(b).folder, seed=state.config.seed)
             for a, b in pairs
         ]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -405,60 +419,108 @@ def _compare_stage(state: RunState) -> None:
 def _bundle_stage(state: RunState, arm) -> None:
     from ovfdlr.bundle import write_bundle
 
-    folder = state.out / "bundles" / arm.name
+    folder = state.layout.bundle(arm.name)
     key = stable_hash("bundle", state.keys[f"arm-{arm.name}"], __version__)
 
     def work():
-        write_bundle(state.out, arm, state.config, folder)
+        write_bundle(_bundle_inputs(state, arm), folder.folder)
 
-    _stage(state, f"bundle-{arm.name}", key, [folder / "bundle.json"], work)
+    _stage(state, f"bundle-{arm.name}", key, [folder.bundle_json], work)
+
+
+def _bundle_inputs(state: RunState, arm):
+    """What an arm's bundle is written from: its record and chosen model, its features as the
+    model was fitted on them, the training rows, and each feature set's settings."""
+    from ovfdlr.arm import read_features
+    from ovfdlr.bundle import BundleInputs, DeepSource
+    from ovfdlr.morphometry import MorphometrySettings
+    from ovfdlr.radiomics import load_params
+    from ovfdlr.training import training_rows
+
+    config, layout = state.config, state.layout
+    folder = layout.arm(arm.name)
+    record = read_arm(folder.arm_json)
+    features = read_features(_arm_tables(layout, arm)[0])
+    excluded = [c for c in record.label_scheme.excluded_features if c in features.columns]
+    features = features.drop(columns=excluded)  # as train_arm left them out
+    training = training_rows(features, state.cohort, config.cohorts.training)
+    deep = None
+    if arm.deep:
+        label = state.deep_labels[arm.name]
+        deep = DeepSource(
+            weights=arm.deep.weights,
+            weights_label=label["label"],
+            pretrained=label["pretrained"],
+            normalization=arm.deep.normalization,
+            input={
+                "plane": arm.deep.plane,
+                "margin": arm.deep.margin,
+                "window_level": arm.deep.window_level,
+                "window_width": arm.deep.window_width,
+            },
+            batch_size=arm.deep.batch_size,
+            finetuned=layout.finetuned(arm.name) if arm.deep.finetune_epochs else None,
+            pca=layout.pca(arm.name) if arm.deep.pca else None,
+        )
+    return BundleInputs(
+        arm=record,
+        model_file=folder.model(record.chosen),
+        features=features,
+        training=training.index,
+        training_cohort=config.cohorts.training,
+        seed=config.seed,
+        radiomics_params=load_params(config.radiomics.params) if arm.radiomics else None,
+        morphometry_settings=MorphometrySettings().__dict__ if arm.morphometry else None,
+        deep=deep,
+    )
 
 
 def _write_run_json(state: RunState) -> dict:
-    config = state.config
+    from ovfdlr.records import ManifestRef, RunArm, StageEntry, to_data, write_run
+
+    config, layout = state.config, state.layout
     arms = {}
     for arm in config.arms:
         result = state.arm_results.get(arm.name, {})
-        arms[arm.name] = {
-            "folder": f"arms/{arm.name}",
-            "feature_sets": result.get("feature_sets", []),
-            "deep": state.deep_labels.get(arm.name),
-            "chosen": result.get("chosen"),
-        }
+        arms[arm.name] = RunArm(
+            folder=layout.arm_folder(arm.name),
+            feature_sets=result.get("feature_sets", []),
+            deep=state.deep_labels.get(arm.name),
+            chosen=result.get("chosen"),
+        )
     failed = 0
-    errors_csv = state.out / "errors.csv"
-    if errors_csv.is_file():
-        failed = pd.read_csv(errors_csv)["case_id"].nunique()
-    payload = {
-        "ovfdlr": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "name": config.name,
-        "seed": config.seed,
-        "config_sha256": stable_hash(dump_config(config)),
-        "versions": _versions(),
-        "manifest": {
-            "path": str(config.manifest),
-            "sha256": file_digest(config.manifest),
-            "cases": len(state.cohort),
-        },
-        "data_sha256": state.data_sha256,
-        "stages": [s.__dict__ for s in state.stages],
-        "arms": arms,
-        "comparisons": [list(p) for p in config.pairs()],
-        "training_cohort": config.cohorts.training,
-        "warnings": state.warnings,
-        "failed_cases": int(failed),
-    }
-    (state.out / "run.json").write_text(json.dumps(payload, indent=2))
-    return payload
+    if layout.errors_csv.is_file():
+        failed = pd.read_csv(layout.errors_csv)["case_id"].nunique()
+    record = RunRecord(
+        ovfdlr=__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        name=config.name,
+        seed=config.seed,
+        config_sha256=stable_hash(dump_config(config)),
+        versions=_versions(),
+        manifest=ManifestRef(
+            path=str(config.manifest),
+            sha256=file_digest(config.manifest),
+            cases=len(state.cohort),
+        ),
+        data_sha256=state.data_sha256,
+        stages=[StageEntry(**s.__dict__) for s in state.stages],
+        arms=arms,
+        comparisons=[list(p) for p in config.pairs()],
+        training_cohort=config.cohorts.training,
+        warnings=state.warnings,
+        failed_cases=int(failed),
+    )
+    write_run(layout.run_json, record)
+    return to_data(record)
 
 
 def _remove_stale_arms(out: Path, arms: set[str]) -> None:
     """Arms and bundles of an earlier run that the config no longer has (derived outputs)."""
     import shutil
 
-    for kind in ("arms", "bundles"):
-        folder = out / kind
+    layout = RunLayout(out)
+    for folder in (layout.arms, layout.bundles):
         for child in folder.iterdir() if folder.is_dir() else []:
             if child.is_dir() and child.name not in arms:
                 log.info("removing %s: arm '%s' is no longer in the config", child, child.name)
@@ -472,7 +534,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
+    RunLayout(out).config.write_text(dump_config(config))
     handler = _setup_log(out)
     state = RunState(config, out, Path(config.cache or default_cache_dir()))
     log.info("run %s into %s", config.name, out)
@@ -532,17 +594,16 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
 
 def summary_table(out: Path, payload: dict) -> pd.DataFrame:
     """Chosen model and macro AUC (95 % CI) per arm and cohort, for the console."""
-    rows = []
+    rows, layout = [], RunLayout(out)
     for name, arm in payload["arms"].items():
-        summary = json.loads((out / arm["folder"] / "arm.json").read_text())
-        for cohort, auc in summary.get("macro_auc", {}).items():
+        summary = read_arm(layout.arm(name, arm["folder"]).arm_json)
+        for cohort, auc in summary.macro_auc.items():
             rows.append(
                 {
                     "arm": name,
-                    "model": summary["chosen"],
+                    "model": summary.chosen,
                     "cohort": cohort,
-                    "macro AUC (95% CI)": f"{auc['auc']:.3f} ({auc['lower']:.3f}-"
-                    f"{auc['upper']:.3f})",
+                    "macro AUC (95% CI)": f"{auc.auc:.3f} ({auc.lower:.3f}-{auc.upper:.3f})",
                 }
             )
     return pd.DataFrame(rows)

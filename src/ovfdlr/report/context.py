@@ -19,27 +19,45 @@ from typing import Any
 import pandas as pd
 
 from ovfdlr import __version__
-from ovfdlr.classifiers import NAMES
-from ovfdlr.evaluation import cohort_order
+from ovfdlr.classifiers import display_name
+from ovfdlr.labels import LabelScheme, astlof
+from ovfdlr.layout import ArmLayout, RunLayout
+from ovfdlr.records import RecordError, read_arm, read_run, to_data
 from ovfdlr.report import formatting as fmt
+from ovfdlr.scoring import (
+    CLAIMS,
+    HELD_OUT,
+    cohort_order,
+    view_label,
+    view_order,
+    view_slug,
+    view_sort_key,
+)
 
-REQUIRED_RUN_FILES = (
-    "run.json",
-    "config.yaml",
-    "tables/cohort_classes.csv",
-    "tables/cohort_centres.csv",
-)
-REQUIRED_ARM_FILES = (
-    "arm.json",
-    "selection.json",
-    "tables/performance.csv",
-    "tables/selected_features.csv",
-    "tables/selection_stability.csv",
-    "figures/selection-funnel.png",
-    "figures/lasso-cv.png",
-)
-PER_COHORT_FIGURES = ("roc", "confusion", "calibration", "decision")
-CLASSES = (0, 1, 2)
+
+def required_run_files(layout: RunLayout) -> list[Path]:
+    """The files of a run folder the report cannot do without (besides each arm's)."""
+    return [
+        layout.run_json,
+        layout.config,
+        layout.table("cohort_classes"),
+        layout.table("cohort_centres"),
+    ]
+
+
+def required_arm_files(arm: ArmLayout) -> list[Path]:
+    """The files of an arm folder the report cannot do without."""
+    return [
+        arm.arm_json,
+        arm.selection_json,
+        arm.table("performance"),
+        arm.table("selected_features"),
+        arm.table("selection_stability"),
+        arm.figures / "selection-funnel.png",
+        arm.figures / "lasso-cv.png",
+    ]
+
+
 CALIBRATION_COLUMNS = {
     "brier": "Brier score",
     "ece_top_label": "ECE (top label)",
@@ -107,10 +125,22 @@ class RunFolder:
 
     def __init__(self, run_dir: Path, report_dir: Path):
         self.root = Path(run_dir)
+        self.layout = RunLayout(self.root)
         self.report_dir = Path(report_dir)
 
     def path(self, relative: str | Path) -> Path:
         return self.root / relative
+
+    def arm(self, name: str, info: dict) -> ArmLayout:
+        """The folder of arm ``name`` (its ``run.json`` entry ``info`` names it)."""
+        return self.layout.arm(name, info.get("folder"))
+
+    def read_arm(self, arm: ArmLayout) -> dict:
+        """An arm's ``arm.json`` (migrated from older versions), as JSON data."""
+        try:
+            return to_data(read_arm(arm.arm_json))
+        except RecordError as exc:
+            raise ReportError(str(exc)) from None
 
     def link(self, path: Path) -> str:
         """``path`` relative to the report's folder, with forward slashes."""
@@ -146,23 +176,26 @@ class RunFolder:
 
 def check_required(run: RunFolder, manifest: dict) -> None:
     """Raise :class:`ReportError` naming every required file that is missing."""
-    missing = [run.path(name) for name in REQUIRED_RUN_FILES if not run.path(name).is_file()]
+    missing = [p for p in required_run_files(run.layout) if not p.is_file()]
     for name, info in (manifest.get("arms") or {}).items():
-        folder = run.path(info.get("folder", f"arms/{name}"))
-        missing += [folder / f for f in REQUIRED_ARM_FILES if not (folder / f).is_file()]
+        missing += [p for p in required_arm_files(run.arm(name, info)) if not p.is_file()]
     if missing:
         listed = "\n  ".join(str(p) for p in missing)
         raise ReportError(f"the run folder {run.root} lacks required file(s):\n  {listed}")
 
 
 def read_manifest(run: RunFolder) -> dict:
-    """``run.json``, checked for the one key the report cannot do without (``arms``)."""
-    path = run.path("run.json")
+    """``run.json`` (:class:`ovfdlr.records.RunRecord`, migrated from older versions) as JSON
+    data, with at least one arm."""
+    path = run.layout.run_json
     if not path.is_file():
         raise ReportError(f"the run folder {run.root} lacks required file(s):\n  {path}")
-    manifest = run.read_json(path)
+    try:
+        manifest = to_data(read_run(path))
+    except RecordError as exc:
+        raise ReportError(str(exc)) from None
     arms = manifest.get("arms")
-    if not isinstance(arms, dict) or not arms:
+    if not arms:
         raise ReportError(f"{path}: 'arms' must name at least one arm with its folder")
     return manifest
 
@@ -185,32 +218,36 @@ def frame_table(
     return Table([str(c) for c in frame.columns], rows, csv, caption=caption)
 
 
-def csv_table(run: RunFolder, path: Path, digits: int = 3, caption: str = "") -> Table:
-    frame = run.read_csv(path, keep_default_na=False, na_values=[""])
-    return frame_table(frame, run.link(path), digits, caption)
-
-
 def _ci(row: pd.Series, name: str, digits: int = 3) -> str:
     return fmt.estimate(
         row.get(name), row.get(f"{name}_lower"), row.get(f"{name}_upper"), digits=digits
     )
 
 
-def performance_table(run: RunFolder, path: Path, chosen: str) -> Table:
-    """Every classifier on every cohort; the chosen model's rows marked."""
+def _scoring(frame: pd.DataFrame) -> pd.Series:
+    """The ``scoring`` column of an evaluation table (every row held-out when it has none)."""
+    if "scoring" in frame.columns:
+        return frame["scoring"].astype(str)
+    return pd.Series(HELD_OUT, index=frame.index)
+
+
+def performance_table(run: RunFolder, path: Path, chosen: str, training: str = "train") -> Table:
+    """Every classifier on every cohort and scoring; the chosen model's rows marked."""
     frame = run.read_csv(path)
-    order = {c: i for i, c in enumerate(cohort_order(frame["cohort"]))}
+    frame = frame.assign(scoring=_scoring(frame))
     frame = frame.assign(
-        _chosen=frame["classifier"] != chosen, _cohort=frame["cohort"].map(order)
+        _chosen=frame["classifier"] != chosen,
+        _cohort=view_sort_key(frame["cohort"], frame["scoring"], training),
     ).sort_values(["_chosen", "classifier", "_cohort"], kind="stable")
     rows, classes = [], []
     for _, row in frame.iterrows():
         key = str(row["classifier"])
-        name = NAMES.get(key, key) + (" (chosen)" if key == chosen else "")
+        name = display_name(key) + (" (chosen)" if key == chosen else "")
         rows.append(
             [
                 name,
                 str(row["cohort"]),
+                str(row["scoring"]),
                 fmt.number(row.get("n"), 0),
                 _ci(row, "macro_auc"),
                 _ci(row, "micro_auc"),
@@ -225,6 +262,7 @@ def performance_table(run: RunFolder, path: Path, chosen: str) -> Table:
     columns = [
         "classifier",
         "cohort",
+        "scoring",
         "n",
         "macro AUC (95% CI)",
         "micro AUC (95% CI)",
@@ -234,7 +272,8 @@ def performance_table(run: RunFolder, path: Path, chosen: str) -> Table:
         "F1 (macro)",
         "note",
     ]
-    return Table(columns, rows, run.link(path), classes)
+    caption = "; ".join(CLAIMS.values())
+    return Table(columns, rows, run.link(path), classes, caption=caption)
 
 
 def features_table(run: RunFolder, coefficients: Path, stability: Path) -> Table:
@@ -273,13 +312,14 @@ def stability_table(run: RunFolder, path: Path, selected: list[str], top: int = 
 
 def summary_table(arms: list[tuple[str, dict]]) -> Table:
     """The chosen model of every arm: macro AUC with 95% CI per cohort (from ``arm.json``)."""
-    cohorts = cohort_order([c for _, summary in arms for c in summary.get("macro_auc", {})])
+    # the views in the order the arms recorded them (training first, as evaluation sorts them)
+    cohorts = list(dict.fromkeys(c for _, summary in arms for c in summary.get("macro_auc", {})))
     rows = []
     for name, summary in arms:
         chosen = str(summary.get("chosen", ""))
         aucs = summary.get("macro_auc", {})
         rows.append(
-            [name, NAMES.get(chosen, chosen)]
+            [name, display_name(chosen)]
             + [
                 fmt.estimate(a.get("auc"), a.get("lower"), a.get("upper"))
                 if (a := aucs.get(c))
@@ -290,14 +330,18 @@ def summary_table(arms: list[tuple[str, dict]]) -> Table:
     return Table(["arm", "chosen model", *cohorts], rows, caption="macro one-vs-rest AUC (95% CI)")
 
 
-def comparison_tables(run: RunFolder, path: Path) -> list[tuple[str, Table]]:
+def comparison_tables(
+    run: RunFolder, path: Path, training: str = "train"
+) -> list[tuple[str, Table]]:
     """``tables/comparison.csv``: one table per pair of arms, p-values within [0, 1]."""
     frame = run.read_csv(path)
+    frame = frame.assign(scoring=_scoring(frame))
     tables = []
     for (arm_a, arm_b), pair in frame.groupby(["arm_a", "arm_b"], sort=False):
         rows = []
-        order = {c: i for i, c in enumerate(cohort_order(pair["cohort"]))}
-        pair = pair.assign(_cohort=pair["cohort"].map(order)).sort_values("_cohort", kind="stable")
+        pair = pair.assign(
+            _cohort=view_sort_key(pair["cohort"], pair["scoring"], training)
+        ).sort_values("_cohort", kind="stable")
         for number, (_, row) in enumerate(pair.iterrows(), start=2):
             try:
                 p = fmt.p_value(row.get("p_value"))
@@ -305,7 +349,7 @@ def comparison_tables(run: RunFolder, path: Path) -> list[tuple[str, Table]]:
                 raise ReportError(f"{path}, row {number}: {exc}") from exc
             rows.append(
                 [
-                    str(row["cohort"]),
+                    view_label(str(row["cohort"]), str(row["scoring"])),
                     fmt.number(row.get("n"), 0),
                     str(row.get("test", "")),
                     str(row.get("class", "")),
@@ -373,24 +417,31 @@ def _chosen_note(summary: dict[str, Any]) -> str:
 
 
 def _cohort_figures(
-    run: RunFolder, figures: Path, kind: str, cohorts: list[str], missing: list[str]
+    run: RunFolder, figures: Path, kind: str, views: list[tuple[str, str]], missing: list[str]
 ) -> list[Figure]:
     found = []
-    for cohort in cohorts:
-        path = figures / f"{kind}-{fmt.cohort_slug(cohort)}.png"
+    for cohort, scoring in views:
+        path = figures / f"{kind}-{view_slug(cohort, scoring)}.png"
+        label = view_label(cohort, scoring)
         if path.is_file():
-            found.append(run.figure(path, cohort))
+            found.append(run.figure(path, label))
         else:
-            missing.append(f"{kind} figure for cohort '{cohort}' ({run.link(path)})")
+            missing.append(f"{kind} figure for cohort '{label}' ({run.link(path)})")
     return found
 
 
-def _shap(run: RunFolder, folder: Path) -> dict[str, Any] | None:
-    figures = folder / "figures"
+def arm_labels(summary: dict) -> LabelScheme:
+    """The label scheme an arm was trained on (ASTLOF for arms written before schemes)."""
+    return LabelScheme.from_dict(summary.get("labels") or astlof().to_dict())
+
+
+def _shap(run: RunFolder, folder: Path, labels: LabelScheme) -> dict[str, Any] | None:
+    arm = ArmLayout(folder)
+    figures = arm.figures
     bar = figures / "shap-bar.png"
     if not bar.is_file():
         return None
-    importance = folder / "tables" / "shap_importance.csv"
+    importance = arm.table("shap_importance")
     table = None
     if importance.is_file():
         frame = run.read_csv(importance).head(15)
@@ -398,8 +449,8 @@ def _shap(run: RunFolder, folder: Path) -> dict[str, Any] | None:
     return {
         "bar": run.figure(bar, "global importance"),
         "beeswarms": [
-            run.figure(p, f"class {c}")
-            for c in CLASSES
+            run.figure(p, labels.label_text(c))
+            for c in labels.values
             if (p := figures / f"shap-beeswarm-class{c}.png").is_file()
         ],
         "waterfalls": [
@@ -415,30 +466,34 @@ def _finetune(run: RunFolder, name: str) -> tuple[Figure | None, list[Figure]]:
     Grad-CAM overlays of an arm, when fine-tuning ran."""
     from ovfdlr.report import figures
 
-    curve_path = run.path(f"features/finetuned-{name}.curve.csv")
+    curve_path = run.layout.finetune_curve(name)
     curve = None
     if curve_path.is_file():
         frame = run.read_csv(curve_path)
-        stem = run.path(f"figures/finetune-{name}")
+        stem = run.layout.figure(f"finetune-{name}")
         figures.save(figures.finetune_figure(frame, name), stem)
         curve = run.figure(stem.with_suffix(".png"), f"fine-tuning ({name})")
     gradcam = [
         run.figure(p, p.stem.removeprefix("gradcam-"))
-        for p in sorted(run.path(f"features/gradcam-{name}").glob("gradcam-*.png"))
+        for p in sorted(run.layout.gradcam(name).glob("gradcam-*.png"))
     ]
     return curve, gradcam
 
 
 def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
     """Read one arm folder."""
-    folder = run.path(info.get("folder", f"arms/{name}"))
-    tables, figures = folder / "tables", folder / "figures"
-    summary = run.read_json(folder / "arm.json")
-    selection = run.read_json(folder / "selection.json")
+    arm = run.arm(name, info)
+    folder, tables, figures = arm.folder, arm.tables, arm.figures
+    summary = run.read_arm(arm)
+    selection = run.read_json(arm.selection_json)
     chosen = str(summary.get("chosen") or info.get("chosen", ""))
     statement, untrained = weights_statement(name, info)
     performance = run.read_csv(tables / "performance.csv")
-    cohorts = cohort_order(performance["cohort"])
+    training = (summary.get("settings") or {}).get("training", "train")
+    labels = arm_labels(summary)
+    cohorts = view_order(
+        zip(performance["cohort"].astype(str), _scoring(performance), strict=True), training
+    )
     missing: list[str] = []
     calibration_summary = None
     if (tables / "calibration_summary.csv").is_file():
@@ -454,7 +509,7 @@ def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
         statement=statement,
         untrained=untrained,
         chosen=chosen,
-        chosen_name=NAMES.get(chosen, chosen),
+        chosen_name=display_name(chosen),
         chosen_note=_chosen_note(summary),
         folder=run.link(folder),
         funnel=run.figure(figures / "selection-funnel.png", "selection funnel"),
@@ -466,13 +521,13 @@ def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
         stability=stability_table(
             run, tables / "selection_stability.csv", list(summary.get("selected_features", []))
         ),
-        performance=performance_table(run, tables / "performance.csv", chosen),
+        performance=performance_table(run, tables / "performance.csv", chosen, training),
         roc=_cohort_figures(run, figures, "roc", cohorts, missing),
         confusion=_cohort_figures(run, figures, "confusion", cohorts, missing),
         calibration=_cohort_figures(run, figures, "calibration", cohorts, missing),
         calibration_summary=calibration_summary,
         decision=_cohort_figures(run, figures, "decision", cohorts, missing),
-        shap=_shap(run, folder),
+        shap=_shap(run, folder, labels),
         finetune_curve=curve,
         gradcam=gradcam,
         table_links=[(p.stem, run.link(p)) for p in sorted(tables.glob("*.csv"))],
@@ -496,7 +551,7 @@ def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
         total = sum(float(s.get("seconds") or 0) for s in stages)
         stage_rows.append(["total", fmt.seconds(total), ""])
     versions = manifest.get("versions") or {}
-    errors_path = run.path("errors.csv")
+    errors_path = run.layout.errors_csv
     errors = None
     if errors_path.is_file():
         frame = run.read_csv(errors_path, dtype=str, keep_default_na=False)
@@ -507,8 +562,8 @@ def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
         "seed": manifest.get("seed", fmt.MISSING),
         "created": manifest.get("created", fmt.MISSING),
         "ovfdlr": manifest.get("ovfdlr", fmt.MISSING),
-        "config_text": run.path("config.yaml").read_text(encoding="utf-8"),
-        "config_link": run.link(run.path("config.yaml")),
+        "config_text": run.layout.config.read_text(encoding="utf-8"),
+        "config_link": run.link(run.layout.config),
         "config_sha256": manifest.get("config_sha256", fmt.MISSING),
         "versions": Table(["package", "version"], [[k, str(v)] for k, v in versions.items()]),
         "stages": Table(["stage", "time", "status"], stage_rows),
@@ -520,26 +575,25 @@ def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
         "warnings": [str(w) for w in manifest.get("warnings") or []],
         "failed_cases": manifest.get("failed_cases", 0),
         "errors": errors,
-        "log": run.link(run.path("run.log")) if run.path("run.log").is_file() else None,
+        "log": run.link(run.layout.run_log) if run.layout.run_log.is_file() else None,
     }
 
 
-def _in_cohort_order(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
+def _in_cohort_order(frame: pd.DataFrame, axis: str, training: str) -> pd.DataFrame:
     """Rows (``axis="rows"``, first column) or columns named by cohort in the usual order,
     anything else (totals, patients) after them in place."""
     if axis == "rows":
         keys = frame.iloc[:, 0].astype(str)
-        order = cohort_order(keys)
+        order = cohort_order(keys, training)
         rank = {c: i for i, c in enumerate(order)}
         return frame.iloc[sorted(range(len(frame)), key=lambda i: rank.get(keys.iat[i], len(rank)))]
     first, rest = frame.columns[0], [str(c) for c in frame.columns[1:]]
-    known = {"train", "train (cv)", "internal", "external", "prospective"}
-    cohorts = [c for c in rest if c in known or not (c.startswith("(") or c == "patients")]
-    ordered = cohort_order(cohorts) + [c for c in rest if c not in cohorts]
+    cohorts = [c for c in rest if not (c.startswith("(") or c == "patients")]
+    ordered = cohort_order(cohorts, training) + [c for c in rest if c not in cohorts]
     return frame[[first, *ordered]]
 
 
-def cohort_section(run: RunFolder) -> dict[str, Table | None]:
+def cohort_section(run: RunFolder, training: str = "train") -> dict[str, Table | None]:
     """Cases per cohort x class, per centre x cohort, and demographics when recorded."""
     tables = {}
     for key, name, axis in (
@@ -547,13 +601,13 @@ def cohort_section(run: RunFolder) -> dict[str, Table | None]:
         ("centres", "cohort_centres", "columns"),
         ("demographics", "cohort_demographics", "rows"),
     ):
-        path = run.path(f"tables/{name}.csv")
+        path = run.layout.table(name)
         if not path.is_file():
             tables[key] = None
             continue
         frame = run.read_csv(path, keep_default_na=False, na_values=[""])
         digits = 1 if key == "demographics" else 3
-        tables[key] = frame_table(_in_cohort_order(frame, axis), run.link(path), digits)
+        tables[key] = frame_table(_in_cohort_order(frame, axis, training), run.link(path), digits)
     return tables
 
 
@@ -564,13 +618,14 @@ def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
     check_required(run, manifest)
     arms = [arm_view(run, name, info) for name, info in manifest["arms"].items()]
     summaries = [
-        (name, run.read_json(run.path(info.get("folder", f"arms/{name}")) / "arm.json"))
-        for name, info in manifest["arms"].items()
+        (name, run.read_arm(run.arm(name, info))) for name, info in manifest["arms"].items()
     ]
-    comparison_path = run.path("tables/comparison.csv")
+    training = str(manifest.get("training_cohort") or "train")
+    labels = arm_labels(summaries[0][1]) if summaries else astlof()
+    comparison_path = run.layout.comparison
     table_links = [
         (p.relative_to(run.root).as_posix(), run.link(p))
-        for p in sorted(run.path("tables").glob("*.csv"))
+        for p in sorted(run.layout.tables.glob("*.csv"))
     ]
     return {
         "title": "ovfdlr run report",
@@ -579,9 +634,12 @@ def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
         "untrained": [a.name for a in arms if a.untrained],
         "summary": summary_table(summaries),
         "meta": metadata(run, manifest),
-        "cohort": cohort_section(run),
-        "inputs": [run.figure(p, p.stem) for p in sorted(run.path("figures").glob("inputs-*.png"))],
-        "comparisons": comparison_tables(run, comparison_path) if comparison_path.is_file() else [],
+        "cohort": cohort_section(run, training),
+        "inputs": [run.figure(p, p.stem) for p in sorted(run.layout.figures.glob("inputs-*.png"))],
+        "comparisons": comparison_tables(run, comparison_path, training)
+        if comparison_path.is_file()
+        else [],
+        "labels": labels,
         "run_tables": table_links,
         "finetuned": any(a.finetune_curve or a.gradcam for a in arms),
     }
