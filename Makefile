@@ -1,12 +1,12 @@
-# Two commands for a newcomer: `make demo` and `make test`. Each creates the virtual environment
-# and installs the project with its dev extras on first use; later calls install nothing new
-# unless pyproject.toml changed.
+# Two commands for a newcomer: `make demo` and `make test` (`make test-fast` skips the tests
+# marked slow). Each creates the virtual environment and installs the project with its dev
+# extras on first use; later calls install nothing new unless pyproject.toml changed.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ovfdlr-installed
 
-.PHONY: install demo test lint format docs bench clean
+.PHONY: install browser demo test test-fast lint format docs bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,23 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: install
 	$(BIN)/ovfdlr demo
 
-test: install
+# The report's browser test needs Debian's chromium and its driver; install them when missing
+# (with sudo unless root).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	    sudo=""; if [ "$$(id -u)" != 0 ]; then sudo="sudo"; fi; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends chromium chromium-driver >/dev/null; \
+	fi
+
+# the complete suite
+test: install browser
 	$(BIN)/python -m pytest
+
+# everything but the tests marked slow (more than about 5 s each), for a quick check
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

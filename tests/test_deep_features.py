@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,17 +12,19 @@ from typer.testing import CliRunner
 
 from ovfdlr.cli import app
 from ovfdlr.cohort import load_manifest
-from ovfdlr.deep.backbones import load_backbone
+from ovfdlr.deep.backbones import load_backbone, load_finetuned
 from ovfdlr.deep.features import column_names, extract_deep, training_pca
 from ovfdlr.deep.finetune import (
     FinetuneSettings,
     _normalize_torch,
     finetune,
     holdout_split,
-    load_finetuned,
+    prepare_data,
     save_finetuned,
 )
+from ovfdlr.deep.finetuned import read_finetuned
 from ovfdlr.deep.inputs import InputSettings, prepare_case
+from ovfdlr.labels import LabelError, binary, custom, genant
 
 runner = CliRunner()
 
@@ -100,13 +104,31 @@ def test_holdout_groups_patients():
 
 
 @pytest.fixture(scope="module")
-def small_inputs(cohort):
+def untrained():
+    """A seeded untrained ResNet-50 (fine-tuning copies it and leaves it as it is)."""
+    return load_backbone("random:0")
+
+
+def _inputs(cohort, size):
     train = cohort[cohort["cohort"] == "train"].iloc[:24]
-    settings = InputSettings(size=64)
+    settings = InputSettings(size=size)
     images = np.stack(
         [prepare_case(r.image, r.mask, r.mask_label, settings).image for r in train.itertuples()]
     )
     return train, images
+
+
+@pytest.fixture(scope="module")
+def small_inputs(cohort):
+    """24 training cases at 64 x 64 (Grad-CAM needs a last stage larger than 1 x 1)."""
+    return _inputs(cohort, 64)
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(cohort):
+    """The same cases at 32 x 32, the smallest input ResNet-50 takes (its last stage is 1 x 1):
+    fine-tuning accepts any input size, and this one is about 4 times cheaper than 64 x 64."""
+    return _inputs(cohort, 32)
 
 
 def _training_loss(backbone, head, images, labels):
@@ -116,12 +138,12 @@ def _training_loss(backbone, head, images, labels):
         return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)))
 
 
-def test_finetuning_lowers_the_training_loss_and_is_deterministic(small_inputs, tmp_path):
-    train, images = small_inputs
+def test_finetuning_lowers_the_training_loss_and_is_deterministic(tiny_inputs, untrained, tmp_path):
+    train, images = tiny_inputs
     labels = train["label"].astype(int).to_numpy()
     groups = train["patient_id"].to_numpy()
     settings = FinetuneSettings(
-        epochs=4,
+        epochs=2,
         batch_size=8,
         learning_rate=1e-3,
         seed=1,
@@ -130,7 +152,8 @@ def test_finetuning_lowers_the_training_loss_and_is_deterministic(small_inputs, 
         flips=False,
         patience=10,
     )
-    base = load_backbone("random:0")
+    base = untrained
+    conv1 = base.model.conv1.weight.detach().clone()
     torch.manual_seed(1)
     untrained_head = torch.nn.Linear(2048, 3)
     result = finetune(base, images, labels, groups, settings)
@@ -147,10 +170,7 @@ def test_finetuning_lowers_the_training_loss_and_is_deterministic(small_inputs, 
     ]
     assert result.curve["train_loss"].iloc[-1] < result.curve["train_loss"].iloc[0]
     # the base backbone is untouched
-    np.testing.assert_array_equal(
-        base.model.conv1.weight.detach().numpy(),
-        load_backbone("random:0").model.conv1.weight.detach().numpy(),
-    )
+    torch.testing.assert_close(base.model.conv1.weight, conv1, rtol=0, atol=0)
     quick = FinetuneSettings(epochs=1, batch_size=8, seed=3, max_steps=2)
     one = finetune(base, images, labels, groups, quick)
     two = finetune(base, images, labels, groups, quick)
@@ -167,11 +187,11 @@ def test_finetuning_lowers_the_training_loss_and_is_deterministic(small_inputs, 
         torch.testing.assert_close(loaded.model(x), result.backbone.model(x), rtol=0, atol=0)
 
 
-def test_finetuning_needs_enough_patients(small_inputs):
-    _, images = small_inputs
+def test_finetuning_needs_enough_patients(tiny_inputs, untrained):
+    _, images = tiny_inputs
     with pytest.raises(ValueError, match="5 folds need at least 5 patients"):
         finetune(
-            load_backbone("random:0"),
+            untrained,
             images[:4],
             np.array([0, 1, 2, 0]),
             np.array(["a", "a", "b", "b"]),
@@ -179,14 +199,30 @@ def test_finetuning_needs_enough_patients(small_inputs):
         )
 
 
+def _subset_manifest(synthetic_cohort: Path, folder: Path, n_train: int, n_other: int) -> Path:
+    """The first ``n_train`` training and ``n_other`` other cases, with absolute paths."""
+    table = pd.read_csv(synthetic_cohort / "manifest.csv")
+    training = table["cohort"] == "train"
+    table = pd.concat([table[training].head(n_train), table[~training].head(n_other)])
+    for column in ("image", "mask"):
+        table[column] = [str(synthetic_cohort / v) for v in table[column]]
+    path = folder / "manifest.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.slow
 def test_extract_deep_command_with_finetuning_and_gradcam(synthetic_cohort, tmp_path):
-    cohort = load_manifest(synthetic_cohort / "manifest.csv")
+    # 15 training cases (12 fine-tune, 3 hold out: one optimiser step) and 2 others for
+    # Grad-CAM: the command end to end at the smallest size that has all of its parts
+    manifest = _subset_manifest(synthetic_cohort, tmp_path, 15, 2)
+    cohort = load_manifest(manifest)
     shown = cohort.index[cohort["cohort"] != "train"][:2].tolist()
     out = tmp_path / "features" / "deep-demo.parquet"
     args = [
         "extract",
         "deep",
-        str(synthetic_cohort / "manifest.csv"),
+        str(manifest),
         "--out",
         str(out),
         "--weights",
@@ -212,7 +248,7 @@ def test_extract_deep_command_with_finetuning_and_gradcam(synthetic_cohort, tmp_
     assert result.exit_code == 0, result.output
     assert "untrained" in result.output
     table = pd.read_parquet(out)
-    assert table.shape == (48, 4) and table.columns[0] == "dtl-demo_pc000"
+    assert table.shape == (17, 4) and table.columns[0] == "dtl-demo_pc000"
     folder = out.parent
     assert (folder / "finetuned-demo.safetensors").is_file()
     assert (folder / "finetuned-demo.curve.csv").is_file()
@@ -222,16 +258,16 @@ def test_extract_deep_command_with_finetuning_and_gradcam(synthetic_cohort, tmp_
     # rerun: the fine-tuned weights are reused and the features come from the cache
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert "reused" in again.output and "cached 48" in again.output
+    assert "reused" in again.output and "cached 17" in again.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), table, check_exact=True)
 
 
-def test_grad_cam_maps(small_inputs):
+def test_grad_cam_maps(small_inputs, untrained):
     from ovfdlr.deep.gradcam import grad_cam
 
     train, images = small_inputs
     result = finetune(
-        load_backbone("random:0"),
+        untrained,
         images,
         train["label"].astype(int).to_numpy(),
         train["patient_id"].to_numpy(),
@@ -240,6 +276,44 @@ def test_grad_cam_maps(small_inputs):
     maps = grad_cam(result.backbone, result.head, images[:3])
     assert maps.shape == (3, 64, 64)
     assert maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [genant(), binary(), custom({2: "c", 0: "a", 1: "b"})],
+    ids=["genant", "binary", "custom-order"],
+)
+def test_finetuning_head_follows_the_label_scheme(tiny_inputs, untrained, tmp_path, scheme):
+    """One output per class of the scheme, in the scheme's order; the class values travel in
+    the file and the head's size is read back from it."""
+    train, images = tiny_inputs
+    values = np.array([scheme.encode(str(v)) for v in train["label"].astype(int)])
+    settings = FinetuneSettings(epochs=1, batch_size=8, max_steps=1, seed=0)
+    data = prepare_data(images, values, train["patient_id"].to_numpy(), settings, scheme)
+    np.testing.assert_array_equal(data.y.numpy(), [scheme.index(v) for v in values])
+    result = finetune(
+        untrained,
+        images,
+        values,
+        train["patient_id"].to_numpy(),
+        settings,
+        scheme,
+    )
+    assert result.head.out_features == scheme.n_classes and result.classes == scheme.values
+    path = save_finetuned(result, tmp_path / "finetuned.safetensors")
+    saved = read_finetuned(path)
+    assert saved.classes == scheme.values and saved.n_classes == scheme.n_classes
+    _, head = load_finetuned(path)
+    torch.testing.assert_close(head.weight, result.head.weight, rtol=0, atol=0)
+    with pytest.raises(LabelError, match="class 7 is not in the scheme"):
+        finetune(
+            untrained,
+            images[:2],
+            np.array([7, values[1]]),
+            np.array(["a", "b"]),
+            settings,
+            scheme,
+        )
 
 
 def test_extract_deep_bad_weights_is_one_line(synthetic_cohort, tmp_path):

@@ -123,6 +123,7 @@ def test_relative_paths_resolve_against_the_config(tmp_path):
     assert config.pairs() == []
 
 
+@pytest.mark.slow
 def test_small_end_to_end_run(finished_run):
     _, run, output = finished_run
     payload = json.loads((run / "run.json").read_text())
@@ -157,6 +158,7 @@ def test_small_end_to_end_run(finished_run):
     assert config["compare"] == [["radiomics", "deep"]]
 
 
+@pytest.mark.slow
 def test_report_renders_in_a_real_browser(finished_run, tmp_path):
     from ovfdlr.report.browser import check_report
 
@@ -170,6 +172,7 @@ def test_report_renders_in_a_real_browser(finished_run, tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_rerun_is_cached_and_a_changed_setting_redoes_only_its_stages(finished_run, tmp_path):
     import shutil
 
@@ -197,6 +200,7 @@ def test_rerun_is_cached_and_a_changed_setting_redoes_only_its_stages(finished_r
     assert pd.read_parquet(run / "features" / "deep-deep.parquet").shape[1] == 6
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
     folder, reference, _ = finished_run
     out = tmp_path / "run"
@@ -239,6 +243,7 @@ def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     _, run, _ = finished_run
     bundle = load_bundle(run / "bundles" / "deep")
@@ -280,6 +285,7 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     assert out.with_suffix(".csv").is_file()
 
 
+@pytest.mark.slow
 def test_features_computed_in_background_processes_are_the_same(finished_run):
     """``ovfdlr predict`` computes features in spawned processes while the model loads: the
     features must be exactly those computed in the calling process."""
@@ -301,6 +307,7 @@ def test_features_computed_in_background_processes_are_the_same(finished_run):
     assert failures.empty and inline_failures.empty
 
 
+@pytest.mark.slow
 def test_a_failing_background_process_stops_the_others(finished_run, tmp_path):
     """Deep weights that are not the bundle's fail in their process: the error reaches the
     caller as raised there, and the radiomics process still working is stopped."""
@@ -326,6 +333,7 @@ def test_a_failing_background_process_stops_the_others(finished_run, tmp_path):
     assert not any(p.is_alive() for p in processes)
 
 
+@pytest.mark.slow
 def test_tampered_bundles_are_refused(finished_run, tmp_path):
     import shutil
 
@@ -355,6 +363,7 @@ def test_example_configs_are_valid(name):
         assert config.arms[0].deep.weights.startswith("radimagenet:/")
 
 
+@pytest.mark.slow
 def test_tampered_metadata_and_escaping_names_are_refused(finished_run, tmp_path):
     import shutil
 
@@ -375,6 +384,7 @@ def test_tampered_metadata_and_escaping_names_are_refused(finished_run, tmp_path
         load_bundle(copy)
 
 
+@pytest.mark.slow
 def test_predict_reports_a_case_that_cannot_be_scored(finished_run, tmp_path):
     import SimpleITK as sitk
 
@@ -404,6 +414,7 @@ def test_predict_reports_a_case_that_cannot_be_scored(finished_run, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_finetuned_arm_bundle_round_trip(cohort_60, tmp_path):
     """A fine-tuned, PCA-reduced deep arm with a normalisation override predicts a training
     case exactly as the run did; the fine-tuning never sees a non-training row."""
@@ -473,6 +484,7 @@ def test_finetuned_arm_bundle_round_trip(cohort_60, tmp_path):
         assert torch.equal(again[name], tensor), name
 
 
+@pytest.mark.slow
 def test_results_equal_the_recorded_reference(finished_run, tmp_path):
     """The small run's tables equal those recorded on main before the label-scheme and
     run-folder changes (tests/reference/README.md); a changed number is caught."""

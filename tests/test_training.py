@@ -153,6 +153,7 @@ def _write_inputs(folder, features, cohort, name="features"):
     return folder / f"{name}.parquet", folder / "manifest.csv"
 
 
+@pytest.mark.slow
 def test_train_command_is_deterministic_and_compare_runs(tmp_path):
     features, cohort = simulated_features(seed=4)
     table, manifest = _write_inputs(tmp_path / "inputs", features, cohort)

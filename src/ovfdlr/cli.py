@@ -215,9 +215,7 @@ def synth(
     if n is not None and n < 1:
         raise fail(f"--n must be at least 1 (got {n})")
     _synth_labels(labels)
-    manifest = generate_cohort(
-        out, n, paper_scale=paper_scale, seed=seed, jobs=jobs, labels=labels
-    )
+    manifest = generate_cohort(out, n, paper_scale=paper_scale, seed=seed, jobs=jobs, labels=labels)
     console.print(f"wrote {len(manifest)} cases to {out / 'manifest.csv'}")
 
 
@@ -500,6 +498,7 @@ def extract_deep_command(
     jobs: JobsOption = 0,
     cache: CacheOption = None,
     allow_failures: AllowFailuresOption = False,
+    labels: LabelsOption = "astlof",
 ) -> None:
     """ResNet-50 transfer-learning features (2048 per case) with ImageNet or RadImageNet weights.
 
@@ -524,7 +523,8 @@ def extract_deep_command(
     if normalization is not None and normalization not in NORMALIZATIONS:
         raise fail(f"--normalization '{normalization}' is not one of {', '.join(NORMALIZATIONS)}")
     cache_dir = _check_outputs(out, cache)
-    cohort = _load_cohort(manifest)
+    scheme = _label_scheme(labels)
+    cohort = _load_cohort(manifest, scheme, training_cohort)
     try:
         result = run_deep_stage(
             cohort,
@@ -536,6 +536,7 @@ def extract_deep_command(
             normalization=normalization,
             pca_components=pca,
             training=training_cohort,
+            labels=scheme,
             gradcam_cases=gradcam,
             batch_size=batch_size,
             threads=threads,
@@ -650,13 +651,8 @@ def train(
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     performance = result.evaluation.performance
     chosen = performance[performance["classifier"] == result.fit.chosen]
-    summary = (
-        chosen[
-            ["cohort", "scoring", "n", "macro_auc", "macro_auc_lower", "macro_auc_upper", "accuracy"]
-        ]
-        .set_index(["cohort", "scoring"])
-        .round(3)
-    )
+    columns = ["n", "macro_auc", "macro_auc_lower", "macro_auc_upper", "accuracy"]
+    summary = chosen.set_index(["cohort", "scoring"])[columns].round(3)
     print_frame(
         summary,
         f"{result.fit.arm}: chosen model {result.fit.chosen} ({len(result.fit.selected)} features)",

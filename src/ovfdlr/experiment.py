@@ -302,6 +302,7 @@ def _deep_stage(state: RunState, arm) -> None:
             normalization=deep.normalization,
             pca_components=deep.pca,
             training=config.cohorts.training,
+            labels=config.labels.scheme_object(),
             gradcam_cases=gradcam,
             batch_size=deep.batch_size,
             jobs=config.jobs,

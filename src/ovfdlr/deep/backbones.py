@@ -55,6 +55,7 @@ from torch import nn
 
 from ovfdlr.cache import file_digest
 from ovfdlr.deep.errors import WeightsError
+from ovfdlr.deep.finetuned import is_finetuned_file, read_finetuned
 
 IMAGENET_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")  # V1, V2
 KERAS_BN_EPS = 1.001e-5
@@ -418,8 +419,6 @@ def load_backbone(spec: str) -> Backbone:
         load_strict(model, state, str(path))
         return Backbone(model.eval(), spec, family, architecture, normalization, digest, True)
 
-    from ovfdlr.deep.finetune import is_finetuned_file, load_finetuned
-
     if is_finetuned_file(path):  # ovfdlr's own fine-tuned weights carry their architecture
         return load_finetuned(path, spec)[0]
     state = read_torch_file(path)
@@ -427,6 +426,29 @@ def load_backbone(spec: str) -> Backbone:
     model = torchvision_resnet50()
     load_strict(model, state, str(path))
     return Backbone(model.eval(), spec, family, "torchvision-resnet50", "imagenet", digest, True)
+
+
+def load_finetuned(path: str | Path, spec: str | None = None) -> tuple[Backbone, nn.Linear]:
+    """The backbone and head of a fine-tuned weights file (:mod:`ovfdlr.deep.finetuned`),
+    loaded strictly; the head has as many outputs as the file's head (its class values are
+    :attr:`ovfdlr.deep.finetuned.FinetunedFile.classes`)."""
+    path = Path(path)
+    saved = read_finetuned(path)
+    architecture = saved.architecture
+    trunk = KerasResNet50() if architecture == "keras-resnet50" else torchvision_resnet50()
+    head = nn.Linear(2048, saved.n_classes)
+    load_strict(trunk, saved.backbone_state, str(path))
+    load_strict(head, saved.head_state, str(path))
+    backbone = Backbone(
+        trunk.eval(),
+        spec or f"file:{path}",
+        saved.metadata.get("family", "file"),
+        architecture,
+        saved.metadata["normalization"],
+        state_digest(trunk),  # as when the weights were made: features cache across the two
+        True,
+    )
+    return backbone, head.eval()
 
 
 def state_digest(model: nn.Module) -> str:

@@ -1,7 +1,8 @@
 """Optional fine-tuning of a backbone on the training cohort, then features from it.
 
-A 3-class linear head is put on the backbone's 2048-D output and the whole network is trained
-on the **training cohort only**:
+A linear head with one output per class of the run's label scheme (:mod:`ovfdlr.labels`;
+ASTLOF's three by default) is put on the backbone's 2048-D output and the whole network is
+trained on the **training cohort only**:
 
 - a patient-grouped, class-stratified hold-out (``holdout``, default 20 % of the training
   patients) decides early stopping (``patience`` epochs without a lower hold-out loss) and the
@@ -14,7 +15,9 @@ on the **training cohort only**:
   batch order and augmentation).
 
 The result is saved as safetensors (backbone and head, with the architecture, preprocessing,
-base weights and settings in the file's metadata) beside its training curve (CSV).
+base weights, class values and settings in the file's metadata; the format is
+:mod:`ovfdlr.deep.finetuned`) beside its training curve (CSV), and loaded back with
+:func:`ovfdlr.deep.backbones.load_finetuned`.
 """
 
 from __future__ import annotations
@@ -30,19 +33,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ovfdlr.cache import atomic_write_bytes
-from ovfdlr.deep.backbones import (
-    Backbone,
-    KerasResNet50,
-    WeightsError,
-    load_strict,
-    state_digest,
-    torchvision_resnet50,
-)
+from ovfdlr.deep.backbones import Backbone, state_digest
+from ovfdlr.deep.finetuned import write_finetuned
 from ovfdlr.deep.inputs import normalize
-
-N_CLASSES = 3
-METADATA_KEY = "ovfdlr_finetuned"
+from ovfdlr.labels import DEFAULT, LabelScheme
 
 
 @dataclass(frozen=True)
@@ -73,6 +67,7 @@ class FinetuneResult:
     holdout_index: np.ndarray
     settings: FinetuneSettings
     base_spec: str = ""
+    classes: tuple[int, ...] = DEFAULT.values  # the class value of each head output
     extra: dict = field(default_factory=dict)
 
 
@@ -127,23 +122,142 @@ def _freeze_batchnorm(model: nn.Module) -> None:
             module.eval()
 
 
+@dataclass
+class _Data:
+    """The training-cohort tensors of one fine-tuning: inputs, head indices, the split."""
+
+    x: torch.Tensor  # (N, 3, H, W) in [0, 1]
+    y: torch.Tensor  # head index of each row
+    train_idx: np.ndarray
+    hold_idx: np.ndarray
+    class_weights: np.ndarray  # n / (K n_k) from the training part
+
+
+def prepare_data(
+    images: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    settings: FinetuneSettings,
+    scheme: LabelScheme,
+) -> _Data:
+    """Map label values to head indices (``scheme.index``), split off the patient-grouped
+    hold-out and weight the classes from the training part."""
+    labels = np.asarray(labels, dtype=np.int64)
+    indices = np.array([scheme.index(v) for v in labels], dtype=np.int64)
+    train_idx, hold_idx = holdout_split(labels, np.asarray(groups), settings.holdout, settings.seed)
+    k = scheme.n_classes
+    counts = np.bincount(indices[train_idx], minlength=k).astype(float)
+    weights = np.where(counts > 0, len(train_idx) / (k * np.maximum(counts, 1)), 0.0)
+    return _Data(
+        torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+        torch.from_numpy(indices),
+        train_idx,
+        hold_idx,
+        weights,
+    )
+
+
+@dataclass
+class _Training:
+    """The network being trained and what trains it."""
+
+    model: nn.Sequential  # (trunk, head)
+    optimiser: torch.optim.Optimizer
+    loss_fn: nn.Module
+    generator: torch.Generator  # batch order and augmentation
+    normalization: str
+
+
+def _train_epoch(
+    training: _Training, data: _Data, settings: FinetuneSettings, steps: int
+) -> tuple[list[float], int]:
+    """One pass over the training part in a seeded order; the batch losses and the step count
+    (stopping early at ``settings.max_steps``)."""
+    model = training.model
+    model.train()
+    _freeze_batchnorm(model)
+    permutation = torch.randperm(len(data.train_idx), generator=training.generator)
+    order = data.train_idx[permutation.numpy()]
+    losses = []
+    for start in range(0, len(order), settings.batch_size):
+        batch = order[start : start + settings.batch_size]
+        x = augment(data.x[batch], settings, training.generator)
+        logits = model(_normalize_torch(x, training.normalization))
+        loss = training.loss_fn(logits, data.y[batch])
+        training.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        training.optimiser.step()
+        losses.append(float(loss.detach()))
+        steps += 1
+        if settings.max_steps is not None and steps >= settings.max_steps:
+            break
+    return losses, steps
+
+
+def _holdout_metrics(training: _Training, data: _Data) -> tuple[float, float]:
+    """Loss and accuracy on the hold-out (no augmentation, batches of 32)."""
+    model, hold = training.model, data.hold_idx
+    model.eval()
+    with torch.inference_mode():
+        logits = torch.cat(
+            [
+                model(_normalize_torch(data.x[hold[i : i + 32]], training.normalization))
+                for i in range(0, len(hold), 32)
+            ]
+        )
+        target = data.y[hold]
+        loss = float(training.loss_fn(logits, target))
+        accuracy = float((logits.argmax(1) == target).float().mean())
+    return loss, accuracy
+
+
+def _train(training: _Training, data: _Data, settings: FinetuneSettings) -> tuple[list, int]:
+    """The epoch loop with early stopping on the hold-out loss; leaves the best epoch's weights
+    in the model and returns the curve's rows and that epoch."""
+    rows, best, best_state, best_epoch, stale, steps = [], math.inf, None, 0, 0, 0
+    for epoch in range(1, settings.epochs + 1):
+        losses, steps = _train_epoch(training, data, settings, steps)
+        hold_loss, hold_accuracy = _holdout_metrics(training, data)
+        rows.append(
+            {
+                "epoch": epoch,
+                "steps": steps,
+                "train_loss": float(np.mean(losses)),
+                "holdout_loss": hold_loss,
+                "holdout_accuracy": hold_accuracy,
+            }
+        )
+        if hold_loss < best:
+            best, best_epoch, stale = hold_loss, epoch, 0
+            best_state = copy.deepcopy(training.model.state_dict())
+        else:
+            stale += 1
+        if stale >= settings.patience or (
+            settings.max_steps is not None and steps >= settings.max_steps
+        ):
+            break
+    if best_state is None:  # the hold-out loss was never finite
+        raise ValueError("fine-tuning diverged: the hold-out loss was never finite")
+    training.model.load_state_dict(best_state)
+    return rows, best_epoch
+
+
 def finetune(
     backbone: Backbone,
     images: np.ndarray,
     labels: np.ndarray,
     groups: np.ndarray,
     settings: FinetuneSettings,
+    scheme: LabelScheme = DEFAULT,
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (not modified) on training-cohort inputs (N, 3, H, W) in [0, 1].
 
-    ``labels`` are the ASTLOF classes 0-2 and ``groups`` the patient ids of the same rows.
+    ``labels`` are class values of ``scheme`` (default ASTLOF 0-2; head output ``i`` is class
+    ``scheme.values[i]``) and ``groups`` the patient ids of the same rows.
     """
     if settings.epochs < 1:
         raise ValueError("fine-tuning needs epochs >= 1")
-    labels = np.asarray(labels, dtype=np.int64)
-    train_idx, hold_idx = holdout_split(labels, np.asarray(groups), settings.holdout, settings.seed)
-    counts = np.bincount(labels[train_idx], minlength=N_CLASSES).astype(float)
-    weights = np.where(counts > 0, len(train_idx) / (N_CLASSES * np.maximum(counts, 1)), 0.0)
+    data = prepare_data(images, labels, groups, settings, scheme)
 
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
@@ -151,69 +265,14 @@ def finetune(
         torch.manual_seed(settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
         trunk = copy.deepcopy(backbone.model)
-        head = nn.Linear(2048, N_CLASSES)
+        head = nn.Linear(2048, scheme.n_classes)
         model = nn.Sequential(trunk, head)
         optimiser = torch.optim.AdamW(
             model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-        x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        y_all = torch.from_numpy(labels.copy())
-
-        def holdout_metrics() -> tuple[float, float]:
-            model.eval()
-            with torch.inference_mode():
-                logits = torch.cat(
-                    [
-                        model(_normalize_torch(x_all[hold_idx[i : i + 32]], backbone.normalization))
-                        for i in range(0, len(hold_idx), 32)
-                    ]
-                )
-                target = y_all[hold_idx]
-                loss = float(loss_fn(logits, target))
-                accuracy = float((logits.argmax(1) == target).float().mean())
-            return loss, accuracy
-
-        rows, best, best_state, best_epoch, stale, steps = [], math.inf, None, 0, 0, 0
-        for epoch in range(1, settings.epochs + 1):
-            model.train()
-            _freeze_batchnorm(model)
-            order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
-            losses = []
-            for start in range(0, len(order), settings.batch_size):
-                batch = order[start : start + settings.batch_size]
-                x = augment(x_all[batch], settings, generator)
-                logits = model(_normalize_torch(x, backbone.normalization))
-                loss = loss_fn(logits, y_all[batch])
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                losses.append(float(loss.detach()))
-                steps += 1
-                if settings.max_steps is not None and steps >= settings.max_steps:
-                    break
-            hold_loss, hold_accuracy = holdout_metrics()
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "steps": steps,
-                    "train_loss": float(np.mean(losses)),
-                    "holdout_loss": hold_loss,
-                    "holdout_accuracy": hold_accuracy,
-                }
-            )
-            if hold_loss < best:
-                best, best_epoch, stale = hold_loss, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            if stale >= settings.patience or (
-                settings.max_steps is not None and steps >= settings.max_steps
-            ):
-                break
-        if best_state is None:  # the hold-out loss was never finite
-            raise ValueError("fine-tuning diverged: the hold-out loss was never finite")
-        model.load_state_dict(best_state)
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(data.class_weights, dtype=torch.float32))
+        training = _Training(model, optimiser, loss_fn, generator, backbone.normalization)
+        rows, best_epoch = _train(training, data, settings)
     finally:
         torch.use_deterministic_algorithms(deterministic)
     model.eval()
@@ -227,80 +286,34 @@ def finetune(
         True,
     )
     return FinetuneResult(
-        tuned, head, pd.DataFrame(rows), best_epoch, hold_idx, settings, base_spec=backbone.spec
+        tuned,
+        head,
+        pd.DataFrame(rows),
+        best_epoch,
+        data.hold_idx,
+        settings,
+        base_spec=backbone.spec,
+        classes=scheme.values,
     )
 
 
 def save_finetuned(result: FinetuneResult, path: str | Path, extra: dict | None = None) -> Path:
-    """Write backbone and head as safetensors (metadata inside) and the curve as CSV beside."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        f"backbone.{k}": v.contiguous() for k, v in result.backbone.model.state_dict().items()
-    }
-    tensors |= {f"head.{k}": v.contiguous() for k, v in result.head.state_dict().items()}
+    """Write backbone and head as safetensors (metadata inside, see
+    :mod:`ovfdlr.deep.finetuned`) and the curve as CSV beside."""
     metadata = {
-        METADATA_KEY: "1",
         "architecture": result.backbone.architecture,
         "normalization": result.backbone.normalization,
         "family": result.backbone.family,
         "base_weights": result.base_spec,
         "best_epoch": str(result.best_epoch),
+        "classes": json.dumps([int(v) for v in result.classes]),
         "settings": json.dumps(asdict(result.settings)),
         "extra": json.dumps(extra or {}, default=str),
     }
-    # curve first, weights last, each renamed into place: a file that exists is complete
-    curve = path.with_suffix(".curve.csv")
-    atomic_write_bytes(curve, result.curve.to_csv(index=False).encode())
-    partial = path.with_name(f".{path.name}.partial")
-    save_file(tensors, str(partial), metadata=metadata)
-    partial.replace(path)
-    return path
-
-
-def is_finetuned_file(path: str | Path) -> bool:
-    """True for a safetensors file written by :func:`save_finetuned`."""
-    path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return (handle.metadata() or {}).get(METADATA_KEY) == "1"
-
-
-def load_finetuned(path: str | Path, spec: str | None = None) -> tuple[Backbone, nn.Linear]:
-    """The backbone and head saved by :func:`save_finetuned`, loaded strictly."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    if metadata.get(METADATA_KEY) != "1":
-        raise WeightsError(f"{path}: not a fine-tuned ovfdlr weights file")
-    architecture = metadata["architecture"]
-    trunk = KerasResNet50() if architecture == "keras-resnet50" else torchvision_resnet50()
-    head = nn.Linear(2048, N_CLASSES)
-    load_strict(
-        trunk,
-        {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")},
-        str(path),
+    return write_finetuned(
+        path,
+        result.backbone.model.state_dict(),
+        result.head.state_dict(),
+        metadata,
+        result.curve,
     )
-    load_strict(
-        head,
-        {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")},
-        str(path),
-    )
-    backbone = Backbone(
-        trunk.eval(),
-        spec or f"file:{path}",
-        metadata.get("family", "file"),
-        architecture,
-        metadata["normalization"],
-        state_digest(trunk),  # as when the weights were made: features cache across the two
-        True,
-    )
-    return backbone, head.eval()

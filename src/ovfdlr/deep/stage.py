@@ -6,7 +6,6 @@ fine-tuning or the PCA fit.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ovfdlr.cache import file_digest, stable_hash
 from ovfdlr.cohort import labelled_rows
 from ovfdlr.deep.inputs import InputSettings
 from ovfdlr.extraction import ExtractionResult, tasks_from_cohort
+from ovfdlr.labels import LabelScheme
 from ovfdlr.parallel import TaskFailure, console, run_tasks
 
 
@@ -32,19 +32,6 @@ class DeepStageResult:
     curve: pd.DataFrame | None = None
     pca_path: Path | None = None
     gradcam: list[Path] = field(default_factory=list)
-
-
-def _saved_key(path: Path) -> str | None:
-    """The key recorded in a fine-tuned weights file; None when absent or unreadable."""
-    if not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return json.loads((handle.metadata() or {}).get("extra", "{}")).get("key")
-    except Exception:  # a damaged file (a crash while writing it) is simply made again
-        return None
 
 
 def _prepare_images(cohort, settings, jobs, progress, description):
@@ -64,6 +51,101 @@ def _prepare_images(cohort, settings, jobs, progress, description):
     )
 
 
+def _load_weights(spec: str, arm: str, normalization: str | None):
+    """The arm's base backbone, with its normalisation overridden when asked."""
+    from ovfdlr.deep.backbones import load_backbone
+
+    backbone = load_backbone(spec)
+    if normalization:
+        backbone.normalization = normalization
+    if not backbone.pretrained:
+        console.print(
+            f"[yellow]note:[/] arm '{arm}' uses an untrained ResNet-50 ({spec}): its deep "
+            "features carry no pretrained knowledge"
+        )
+    return backbone
+
+
+def _finetune_key(
+    backbone, finetune, settings: InputSettings, scheme: LabelScheme, train: pd.DataFrame
+) -> str:
+    """What decides the fine-tuned weights: the base weights, the fine-tuning and input
+    settings, the classes (the head's outputs), and each training case's content, label and
+    patient."""
+    from ovfdlr.deep.features import backbone_identity
+
+    return stable_hash(
+        "finetune",
+        backbone_identity(backbone),
+        asdict(finetune),
+        settings.as_dict(),
+        list(scheme.values),
+        [
+            (
+                file_digest(r.image),
+                file_digest(r.mask),
+                int(r.mask_label),
+                int(r.label),
+                str(r.patient_id),
+            )
+            for r in train.itertuples(index=False)
+        ],
+    )
+
+
+def _finetuned(
+    backbone,
+    cohort: pd.DataFrame,
+    arm: str,
+    out_dir: Path,
+    settings: InputSettings,
+    finetune,
+    labels: LabelScheme | None,
+    training: str,
+    jobs: int | None,
+    progress: bool,
+):
+    """The fine-tuned backbone and head of the arm: reused from ``out_dir`` when the file
+    there was made from the same training data and settings, else trained and saved."""
+    from ovfdlr.deep.backbones import load_finetuned
+    from ovfdlr.deep.finetune import finetune as run_finetune
+    from ovfdlr.deep.finetune import save_finetuned
+    from ovfdlr.deep.finetuned import curve_path, recorded_extra
+    from ovfdlr.labels import DEFAULT
+
+    scheme = labels or DEFAULT
+    train = labelled_rows(cohort, training)
+    key = _finetune_key(backbone, finetune, settings, scheme, train)
+    path = out_dir / f"finetuned-{arm}.safetensors"
+    if (recorded_extra(path) or {}).get("key") == key and curve_path(path).is_file():
+        tuned, head = load_finetuned(path, f"file:{path}")
+        console.print(f"fine-tuned weights of '{arm}' reused from {path}")
+        return path, tuned, head
+    ids, images = _prepare_images(train, settings, jobs, progress, f"fine-tuning inputs ({arm})")
+    values = train.loc[ids, "label"].astype(int).to_numpy()
+    groups = train.loc[ids, "patient_id"].astype(str).to_numpy()
+    result = run_finetune(backbone, images, values, groups, finetune, scheme)
+    save_finetuned(result, path, extra={"key": key, "arm": arm})
+    return path, result.backbone, result.head
+
+
+def _grad_cam_overlays(tuned, head, cohort, cases, settings, out_dir: Path, arm: str):
+    """Grad-CAM overlays of the chosen cases (those in the cohort) under ``gradcam-<arm>/``."""
+    from ovfdlr.deep.gradcam import grad_cam, save_overlays
+
+    chosen = cohort.loc[[c for c in cases if c in cohort.index]]
+    ids, images = _prepare_images(chosen, settings, 1, False, "grad-cam")
+    if not ids:
+        return []
+    maps = grad_cam(tuned, head, images)
+    titles = [
+        f"{c} ({cohort.loc[c, 'cohort']}, class "
+        f"{'?' if pd.isna(cohort.loc[c, 'label']) else int(cohort.loc[c, 'label'])})"
+        for c in ids
+    ]
+    return save_overlays(images, maps, ids, out_dir / f"gradcam-{arm}", titles)
+
+
 def run_deep_stage(
     cohort: pd.DataFrame,
     spec: str,
@@ -72,6 +154,7 @@ def run_deep_stage(
     *,
     settings: InputSettings | None = None,
     finetune=None,
+    labels: LabelScheme | None = None,
     normalization: str | None = None,
     pca_components: int | None = None,
     training: str = "train",
@@ -82,75 +165,30 @@ def run_deep_stage(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> DeepStageResult:
-    """Run the deep stage of one arm; files go to ``out_dir`` (fine-tuned weights, PCA, PNGs)."""
-    from ovfdlr.deep.backbones import load_backbone
-    from ovfdlr.deep.features import backbone_identity, extract_deep, training_pca
+    """Run the deep stage of one arm; files go to ``out_dir`` (fine-tuned weights, PCA, PNGs).
+
+    ``labels`` is the run's label scheme (default ASTLOF): the fine-tuning head has one output
+    per class.
+    """
+    from ovfdlr.deep.features import extract_deep, training_pca
+    from ovfdlr.deep.finetuned import curve_path
 
     settings = settings or InputSettings()
     out_dir = Path(out_dir)
-    backbone = load_backbone(spec)
-    if normalization:
-        backbone.normalization = normalization
-    if not backbone.pretrained:
-        console.print(
-            f"[yellow]note:[/] arm '{arm}' uses an untrained ResNet-50 ({spec}): its deep "
-            "features carry no pretrained knowledge"
-        )
+    backbone = _load_weights(spec, arm, normalization)
     result = DeepStageResult(None, backbone.label, backbone.pretrained, pd.DataFrame())
 
     if finetune is not None and finetune.epochs > 0:
-        from ovfdlr.deep.finetune import finetune as run_finetune
-        from ovfdlr.deep.finetune import load_finetuned, save_finetuned
-
-        train = labelled_rows(cohort, training)
-        key = stable_hash(
-            "finetune",
-            backbone_identity(backbone),
-            asdict(finetune),
-            settings.as_dict(),
-            [
-                (
-                    file_digest(r.image),
-                    file_digest(r.mask),
-                    int(r.mask_label),
-                    int(r.label),
-                    str(r.patient_id),
-                )
-                for r in train.itertuples(index=False)
-            ],
+        path, backbone, head = _finetuned(
+            backbone, cohort, arm, out_dir, settings, finetune, labels, training, jobs, progress
         )
-        path = out_dir / f"finetuned-{arm}.safetensors"
-        if _saved_key(path) == key and path.with_suffix(".curve.csv").is_file():
-            tuned, head = load_finetuned(path, f"file:{path}")
-            console.print(f"fine-tuned weights of '{arm}' reused from {path}")
-        else:
-            ids, images = _prepare_images(
-                train, settings, jobs, progress, f"fine-tuning inputs ({arm})"
-            )
-            labels = train.loc[ids, "label"].astype(int).to_numpy()
-            groups = train.loc[ids, "patient_id"].astype(str).to_numpy()
-            finetuned = run_finetune(backbone, images, labels, groups, finetune)
-            save_finetuned(finetuned, path, extra={"key": key, "arm": arm})
-            tuned, head = finetuned.backbone, finetuned.head
         result.finetuned_path = path
-        result.curve = pd.read_csv(path.with_suffix(".curve.csv"))
-        backbone = tuned
+        result.curve = pd.read_csv(curve_path(path))
         result.backbone_label = f"{backbone.label}, fine-tuned on '{training}'"
         if gradcam_cases:
-            from ovfdlr.deep.gradcam import grad_cam, save_overlays
-
-            chosen = cohort.loc[[c for c in gradcam_cases if c in cohort.index]]
-            ids, images = _prepare_images(chosen, settings, 1, False, "grad-cam")
-            if ids:
-                maps = grad_cam(tuned, head, images)
-                titles = [
-                    f"{c} ({cohort.loc[c, 'cohort']}, class "
-                    f"{'?' if pd.isna(cohort.loc[c, 'label']) else int(cohort.loc[c, 'label'])})"
-                    for c in ids
-                ]
-                result.gradcam = save_overlays(
-                    images, maps, ids, out_dir / f"gradcam-{arm}", titles
-                )
+            result.gradcam = _grad_cam_overlays(
+                backbone, head, cohort, gradcam_cases, settings, out_dir, arm
+            )
 
     extraction = extract_deep(
         cohort,
