@@ -249,7 +249,8 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     bundle = load_bundle(run / "bundles" / "deep")
     preds = pd.read_parquet(run / "arms" / "deep" / "predictions.parquet")
     chosen = bundle.meta["classifier"]
-    train = preds[(preds["classifier"] == chosen) & (preds["cohort"] == "train")].head(2)
+    apparent = (preds["cohort"] == "train") & (preds["scoring"] == "apparent")
+    train = preds[(preds["classifier"] == chosen) & apparent].head(2)
     from ovfdlr.cohort import load_manifest
 
     cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
@@ -283,6 +284,20 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     assert written[0]["predicted_class"] == int(np.argmax(train[["p0", "p1", "p2"]].iloc[0]))
     assert {"feature", "value", "shap"} == set(written[0]["contributions"][0])
     assert out.with_suffix(".csv").is_file()
+
+    # the vertebra by name: the synthetic masks label the body 1, VerSe's number of C1
+    named = tmp_path / "named"
+    common = ["predict", str(run / "bundles" / "deep"), "--image", case["image"]]
+    common += ["--mask", case["mask"]]
+    result = runner.invoke(
+        app, [*common, "--vertebra", "C1", "--numbering", "verse", "--out", str(named)]
+    )
+    assert result.exit_code == 0, result.output
+    again = json.loads(named.with_suffix(".json").read_text())
+    assert again[0]["case_id"].endswith("_C1")
+    assert [again[0][c] for c in ("p0", "p1", "p2")] == [written[0][c] for c in ("p0", "p1", "p2")]
+    result = runner.invoke(app, [*common, "--vertebra", "L9", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "--vertebra" in result.output and "L9" in result.output
 
 
 @pytest.mark.slow

@@ -701,6 +701,13 @@ def predict(
     image: Annotated[Path | None, typer.Option(help="CT volume (file or DICOM folder).")] = None,
     mask: Annotated[Path | None, typer.Option(help="Vertebral-body mask (label map).")] = None,
     mask_label: Annotated[int, typer.Option(help="Label of the vertebra in the mask.")] = 1,
+    vertebra: Annotated[
+        str | None,
+        typer.Option(help="The vertebra by name (L1, T12 ...) instead of --mask-label."),
+    ] = None,
+    numbering: Annotated[
+        str, typer.Option(help="Label numbering of the mask for --vertebra: v2, v1 or verse.")
+    ] = "v2",
     manifest: Annotated[Path | None, typer.Option(help="Score every case of a manifest.")] = None,
     out: Annotated[
         Path, typer.Option(help="Output prefix: writes <out>.json and <out>.csv.")
@@ -722,6 +729,13 @@ def predict(
 
     if (manifest is None) == (image is None or mask is None):
         raise fail("give --image and --mask for one case, or --manifest for many")
+    if vertebra is not None:
+        from ovfdlr.totalseg import TotalSegError, vertebra_label
+
+        try:
+            mask_label = vertebra_label(vertebra, numbering)
+        except TotalSegError as exc:
+            raise fail(f"--vertebra: {exc}") from None
     try:
         verified = load_bundle(bundle, model=False)
     except BundleError as exc:
@@ -730,6 +744,8 @@ def predict(
         cohort = _load_cohort(manifest, verified.labels)
     else:
         case_id = image.name.split(".")[0]
+        if vertebra is not None:
+            case_id = f"{case_id}_{vertebra.removeprefix('vertebrae_').upper()}"
         cohort = pd.DataFrame(
             {
                 "case_id": [case_id],
@@ -787,3 +803,96 @@ def report(
         )
         if result.images_loaded != result.images_total or result.script_errors:
             raise fail("the report did not render cleanly in Chromium")
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests from segmentation tools
+
+manifest_app = typer.Typer(
+    help="Build a manifest from segmentation outputs (TotalSegmentator).",
+    no_args_is_help=True,
+)
+app.add_typer(manifest_app, name="manifest")
+
+
+@manifest_app.command("totalseg")
+def manifest_totalseg_command(
+    ct: Annotated[
+        Path,
+        typer.Argument(help="CT file or DICOM folder, or a folder of CT files (one case each)."),
+    ],
+    seg: Annotated[
+        Path,
+        typer.Option(
+            help="TotalSegmentator output: multi-label .nii.gz or per-structure folder; for a "
+            "folder of CTs, a folder with <ct stem>.nii.gz or <ct stem>/ per CT."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Manifest CSV to write.")],
+    body: Annotated[
+        Path | None,
+        typer.Option(
+            help="TotalSegmentator vertebrae_body output (1 = body): keep only the vertebral "
+            "bodies (for a folder of CTs, a folder with one per CT)."
+        ),
+    ] = None,
+    labels_csv: Annotated[
+        Path | None,
+        typer.Option(help="CSV keyed by --key and level: patient_id, label, cohort, centre ..."),
+    ] = None,
+    key: Annotated[
+        str, typer.Option(help="Column of the label CSV holding the CT's file name (or stem).")
+    ] = "image",
+    levels: Annotated[
+        str | None, typer.Option(help="Only these levels, comma-separated (e.g. L1,L2,T12).")
+    ] = None,
+    numbering: Annotated[
+        str, typer.Option(help="Label numbers of the segmentation: v2, v1 or verse.")
+    ] = "v2",
+    drop_cut: Annotated[
+        bool, typer.Option(help="Leave out vertebrae touching the scan edge.")
+    ] = False,
+    cohort: Annotated[
+        str, typer.Option(help="Cohort of rows the label CSV gives none for.")
+    ] = "train",
+    centre: Annotated[
+        str | None, typer.Option(help="Centre of rows the label CSV gives none for.")
+    ] = None,
+    labels: LabelsOption = "astlof",
+) -> None:
+    """One manifest row per vertebra from TotalSegmentator outputs (see docs/totalsegmentator.md).
+
+    Derived label maps go to <out stem>_masks/ and the warnings to <out stem>_warnings.csv;
+    nothing is written when an input is bad.
+    """
+    from ovfdlr.totalseg import TotalSegError, write_manifest
+
+    scheme = _label_scheme(labels)
+    try:
+        frame = write_manifest(
+            ct,
+            seg,
+            out,
+            body=body,
+            labels_csv=labels_csv,
+            key=key,
+            levels=levels,
+            numbering=numbering,
+            labels=scheme,
+            drop_cut=drop_cut,
+            cohort=cohort,
+            centre=centre,
+        )
+    except TotalSegError as exc:
+        raise fail(str(exc)) from None
+    from rich.markup import escape
+
+    for warning in frame.attrs.get("warnings", []):
+        err.print(
+            f"[yellow]warning:[/] {escape(warning['message'])} \\[{warning['check']}]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"wrote {len(frame)} vertebra row(s) to {escape(str(out))}", highlight=False, soft_wrap=True
+    )
