@@ -519,3 +519,32 @@ def test_results_equal_the_recorded_reference(finished_run, tmp_path):
     frame.to_csv(table, index=False)
     found = differences(reference, copy)
     assert len(found) == 1 and "performance.csv: column macro_auc" in found[0]
+
+
+@pytest.mark.slow
+def test_a_relabelled_case_retrains_the_arms_and_keeps_the_features(finished_run, tmp_path):
+    """Labels and cohorts are not in the feature tables: changing one case's label must redo
+    the arms (not serve them from the cache) while every per-case feature stage stays cached."""
+    import shutil
+
+    folder, reference, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    config = yaml.safe_load((folder / "experiment.yaml").read_text())
+    manifest = Path(config["manifest"])
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    first = table.index[table["cohort"] == "train"][0]
+    table.loc[first, "label"] = str((int(table.loc[first, "label"]) + 1) % 3)
+    relabelled = manifest.with_name("manifest-relabelled.csv")  # beside it: same relative paths
+    table.to_csv(relabelled, index=False)
+    config["manifest"] = str(relabelled)
+    path = folder / "relabelled.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(path), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    statuses = stage_statuses(run)
+    assert statuses["radiomics"] == statuses["morphometry"] == statuses["deep-deep"] == "cached"
+    assert statuses["cohort"] == statuses["arm-radiomics"] == statuses["arm-deep"] == "computed"
+    preds = pd.read_parquet(run / "arms" / "radiomics" / "predictions.parquet")
+    case = table.loc[first, "case_id"]
+    assert int(preds.loc[[case], "label"].iloc[0]) == int(table.loc[first, "label"])

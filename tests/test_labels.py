@@ -221,3 +221,42 @@ def test_synthetic_labels_follow_the_truth():
     assert [binary.encode(v) for v in ("0", "1")] == [0, 1]
     with pytest.raises(ValueError, match="labels 'ordinal' is not one of"):
         synthetic_labels(pop, "ordinal")
+
+
+def test_a_scheme_class_no_case_has_is_a_warning(tmp_path):
+    """A 0/1 manifest read with the default binary grouping (ASTLOF 2 against 0-1) makes every
+    case class 0: validation warns instead of passing silently."""
+    rows = [good_row(tmp_path, c, f"P{i}", label=i % 2) for i, c in enumerate("abcd")]
+    manifest = write_manifest(tmp_path, rows)
+    report = validate_manifest(manifest, labels=schemes.binary(), check_images=False)
+    [warning] = [p for p in report.warnings if p.check == "class-absent"]
+    assert "no case has class 1 (surgery)" in warning.message and "0->0, 1->0, 2->1" in (
+        warning.message
+    )
+    assert report.ok
+    coded = schemes.binary(positive=[1], negative=[0])
+    assert not [
+        p
+        for p in validate_manifest(manifest, labels=coded, check_images=False).warnings
+        if p.check == "class-absent"
+    ]
+
+
+def test_classes_that_are_not_0_to_k_minus_1_train_every_classifier():
+    """Classifiers are fitted on class positions: XGBoost (which needs 0..K-1) and the SVM's
+    patient-grouped calibration work for a scheme with the values (1, 2)."""
+    from ovfdlr.training import TrainSettings, fit_arm, predictions
+    from tests.conftest import simulated_features
+
+    features, cohort = simulated_features(n=120, n_features=8, seed=3)
+    cohort = cohort.assign(label=pd.array((cohort["label"] > 0).astype(int) + 1, dtype="Int64"))
+    scheme = schemes.custom({1: "acute", 2: "chronic"})
+    settings = TrainSettings(classifiers=("xgb", "svm"), quick=True, folds=3, labels=scheme)
+    fit = fit_arm(features, cohort, "a", settings, progress=False)
+    preds = predictions(fit, features, cohort)
+    assert set(preds["prediction"]) <= {1, 2}
+    assert {"p1", "p2"} <= set(preds.columns) and "p0" not in preds.columns
+    np.testing.assert_allclose(preds[["p1", "p2"]].sum(axis=1), 1.0)
+    held = preds[(preds["scoring"] == HELD_OUT) & (preds["classifier"] == "xgb")]
+    y = held["label"].astype(int) == 2
+    assert stats.roc_auc(y, held["p2"]) > 0.6

@@ -34,13 +34,12 @@ from ovfdlr.records import ArmRecord, read_arm
 from ovfdlr.records import write_arm as write_arm_record
 from ovfdlr.report import figures
 from ovfdlr.scoring import (
-    APPARENT,
     HELD_OUT,
-    OUT_OF_FOLD,
     cohort_order,
     view_label,
     view_order,
     view_slug,
+    with_scoring,
 )
 from ovfdlr.selection import fuse
 from ovfdlr.training import ArmFit, TrainSettings, fit_arm, predictions, training_rows
@@ -303,17 +302,9 @@ def _waterfall_cases(result: ArmResult, cohort: pd.DataFrame) -> list[tuple[str,
 
 
 def read_predictions(path: Path, training: str) -> pd.DataFrame:
-    """An arm's ``predictions.parquet``; a file written before the ``scoring`` column existed
-    (out-of-fold rows under the cohort name ``<training> (cv)``) gets it in memory."""
-    preds = pd.read_parquet(path)
-    if "scoring" not in preds.columns:
-        oof = preds["cohort"] == f"{training} (cv)"
-        scoring = np.where(
-            oof, OUT_OF_FOLD, np.where(preds["cohort"] == training, APPARENT, HELD_OUT)
-        )
-        preds.insert(preds.columns.get_loc("cohort") + 1, "scoring", scoring)
-        preds.loc[oof, "cohort"] = training
-    return preds
+    """An arm's ``predictions.parquet`` (older files get their ``scoring`` column in memory,
+    :func:`ovfdlr.scoring.with_scoring`)."""
+    return with_scoring(pd.read_parquet(path), training)
 
 
 def compare_dirs(dir_a: str | Path, dir_b: str | Path, *, seed: int = 0) -> pd.DataFrame:
@@ -332,7 +323,7 @@ def compare_dirs(dir_a: str | Path, dir_b: str | Path, *, seed: int = 0) -> pd.D
         labels = summary.label_scheme
         loaded.append((f"{summary.arm} ({summary.chosen})", preds, training, labels))
     (name_a, preds_a, training, labels), (name_b, preds_b, _, labels_b) = loaded
-    if labels.values != labels_b.values:
+    if (labels.values, dict(labels.mapping)) != (labels_b.values, dict(labels_b.mapping)):
         raise ValueError(
             f"{dir_a} and {dir_b} predict different classes ({labels.scheme}: "
             f"{list(labels.values)}; {labels_b.scheme}: {list(labels_b.values)}): no paired test"

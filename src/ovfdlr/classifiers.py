@@ -254,7 +254,8 @@ def fit_classifier(model, X, y, groups=None, seed: int = 0):
     if isinstance(model, CalibratedClassifierCV) and groups is not None:
         from ovfdlr.cohort import patient_folds
 
-        n_splits = min(5, len(np.unique(groups)), int(np.bincount(np.asarray(y)).min()))
+        rarest = int(np.unique(np.asarray(y), return_counts=True)[1].min())
+        n_splits = min(5, len(np.unique(groups)), rarest)
         if n_splits >= 2:
             model.set_params(cv=patient_folds(y, groups, n_splits, seed))
             model.fit(X, y)

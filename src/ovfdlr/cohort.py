@@ -195,11 +195,31 @@ def check_table(
         ):
             add(row, "unlabelled", "training case has no label; it will be ignored", "warning")
 
+    if "label" in table.columns:
+        problems += _absent_classes(table, scheme)
     if {"patient_id", "cohort"} <= set(table.columns):
         problems += _straddling(table, "cohort", "error")
     if {"patient_id", "centre"} <= set(table.columns):
         problems += _straddling(table, "centre", "warning")
     return problems
+
+
+def _absent_classes(table: pd.DataFrame, scheme: LabelScheme) -> list[Problem]:
+    """A warning per class of the scheme that no labelled row has: often a manifest coded for
+    another scheme (a 0/1 manifest read with ASTLOF's binary grouping makes every case 0)."""
+    found = {_parse_label(v, scheme) for v in table["label"]}
+    if not any(isinstance(v, int) for v in found):
+        return []
+    absent = [v for v in scheme.values if v not in found]
+    return [
+        Problem(
+            "class-absent",
+            f"no case has class {v} ({scheme.name_of(v)}) of the label scheme '{scheme.scheme}' "
+            f"(manifest labels mapped: {scheme.describe_mapping()}); check the scheme",
+            severity="warning",
+        )
+        for v in absent
+    ]
 
 
 def _straddling(table: pd.DataFrame, column: str, severity: Severity) -> list[Problem]:

@@ -182,10 +182,14 @@ def _cohort_stage(state: RunState) -> None:
                 digests.append(f"unreadable:{value}")
     labels = config.labels.scheme_object()
     training = config.cohorts.training
-    # the images and the manifest decide the per-case features; the label scheme and the
-    # training cohort's name decide only the class tables and what is fitted
-    state.data_key = stable_hash("cohort", file_digest(manifest), digests)
-    key = stable_hash(state.data_key, labels.to_dict(), training)
+    # each case's image and mask (their content and the label used) decide its features; the
+    # rest of the manifest (labels, cohorts, patients), the label scheme and the training
+    # cohort's name decide the class tables and what is fitted (the arms' keys cover them)
+    geometry = [
+        [str(v) for v in table.get(c, [])] for c in ("case_id", "image", "mask", "mask_label")
+    ]
+    state.data_key = stable_hash("cohort-images", geometry, digests)
+    key = stable_hash("cohort", file_digest(manifest), digests, labels.to_dict(), training)
     state.data_sha256 = stable_hash(digests)
     layout = state.layout
     outputs = [layout.table("cohort_classes"), layout.table("cohort_centres")]
@@ -254,6 +258,15 @@ def _extraction_stage(state: RunState, name: str, run) -> None:
     _stage(state, name, key, [out], work)
 
 
+def _fitted_on(state: RunState, deep) -> list:
+    """What the deep stage's learned steps see of the cohort: the training cases (PCA), and for
+    fine-tuning also their patients and labels (the hold-out is by patient) and the scheme."""
+    training = state.cohort[state.cohort["cohort"] == state.config.cohorts.training]
+    if not deep.finetune_epochs:
+        return [str(c) for c in training.index]
+    return [_design(training), state.config.labels.scheme_object().to_dict()]
+
+
 def _deep_stage(state: RunState, arm) -> None:
     from ovfdlr.deep.finetune import FinetuneSettings
     from ovfdlr.deep.stage import run_deep_stage
@@ -271,7 +284,8 @@ def _deep_stage(state: RunState, arm) -> None:
     # the seed and the fitting settings (batch size and thread counts change nothing)
     key = stable_hash(
         "deep",
-        state.keys["cohort"] if learned else state.data_key,  # fitted: labels matter too
+        state.data_key,
+        _fitted_on(state, deep) if learned else None,
         deep.weights.partition(":")[0],
         spec_digest(deep.weights),
         settings.as_dict(),
@@ -355,6 +369,18 @@ def _arm_tables(layout: RunLayout, arm) -> tuple[list[Path], list[str]]:
     return [layout.feature_table(name) for name in sources], sources
 
 
+def _design(cohort: pd.DataFrame) -> list:
+    """What an arm's fit depends on besides the features: each case's patient, cohort and label
+    (in the manifest's order, labels as class values of the scheme)."""
+    labels = cohort["label"].astype("object").where(cohort["label"].notna(), None)
+    return [
+        [str(c), str(p), str(k), None if v is None else int(v)]
+        for c, p, k, v in zip(
+            cohort.index, cohort["patient_id"], cohort["cohort"], labels, strict=True
+        )
+    ]
+
+
 def _arm_stage(state: RunState, arm) -> None:
     from ovfdlr.arm import read_features, train_arm
     from ovfdlr.training import TrainSettings
@@ -375,9 +401,14 @@ def _arm_stage(state: RunState, arm) -> None:
     )
     folder = state.layout.arm(arm.name)
     # the tables' content, not the upstream keys: a feature stage redone with the same result
-    # leaves the arm cached; the number of worker processes changes nothing and is left out
+    # leaves the arm cached; the number of worker processes changes nothing and is left out.
+    # The cases' labels, cohorts and patients decide what is fitted and scored: a relabelled
+    # case or a patient moved between cohorts leaves the feature tables as they were
     fitting = {k: v for k, v in settings.as_dict().items() if k != "jobs"}
-    key = stable_hash("arm", [file_digest(t) for t in tables], fitting, config.models.explain)
+    design = _design(state.cohort)
+    key = stable_hash(
+        "arm", [file_digest(t) for t in tables], fitting, config.models.explain, design
+    )
 
     def work():
         features = read_features(tables)

@@ -108,10 +108,11 @@ def _base(expected, n_cases: int, n_classes: int) -> np.ndarray:
 
 
 def _full_classes(array: np.ndarray, classes_, scheme: LabelScheme) -> np.ndarray:
-    """Map a model's class columns onto the scheme's classes (absent classes stay 0)."""
+    """Map a model's class columns (class positions, see :meth:`LabelScheme.positions`) onto
+    the scheme's classes (absent classes stay 0)."""
     out = np.zeros((*array.shape[:-1], scheme.n_classes))
     for j, c in enumerate(classes_):
-        out[..., scheme.index(int(c))] = array[..., j]
+        out[..., int(c)] = array[..., j]
     return out
 
 
@@ -188,10 +189,10 @@ def explain(
         raise ValueError(f"no SHAP explainer for {type(classifier).__name__}")
     scheme = resolve(labels)
     output = np.asarray(output, dtype=np.float64).reshape(n, -1)
-    classes_ = list(getattr(classifier, "classes_", scheme.values))
+    classes_ = [int(c) for c in getattr(classifier, "classes_", range(scheme.n_classes))]
     if values.shape[-1] == 1 and len(classes_) == 2:  # one output: class 1 against class 0
         values, base, output = (np.concatenate([-a, a], axis=-1) for a in (values, base, output))
-    if values.shape[-1] != scheme.n_classes or classes_ != list(scheme.values):
+    if values.shape[-1] != scheme.n_classes or classes_ != list(range(scheme.n_classes)):
         values, base, output = (
             _full_classes(values, classes_, scheme),
             _full_classes(base, classes_, scheme),

@@ -23,12 +23,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 ASTLOF_NAMES = ("conservative care", "either", "surgery")
 GENANT_NAMES = ("normal", "mild", "moderate", "severe")
 
-# Morphometry columns a Genant label is computed from (the grade is a step function of the
-# height loss, which is a function of the three heights through these ratios): an arm that
-# predicts the Genant grade from them would read the answer off its inputs.
+# Morphometry columns a Genant label is computed from: the grade is a step function of the
+# height loss, an exact function of the three heights and the expected height (itself the
+# larger of the best-preserved height and a multiple of the depth; see ovfdlr.morphometry),
+# and the ratios are functions of the same heights. An arm that predicts the Genant grade from
+# them would read the answer off its inputs.
 GENANT_DEFINING_FEATURES = (
     "morph_genant_grade",
     "morph_height_loss_pct",
@@ -36,6 +40,11 @@ GENANT_DEFINING_FEATURES = (
     "morph_wedge_ratio",
     "morph_biconcavity_ratio",
     "morph_crush_ratio",
+    "morph_height_anterior_mm",
+    "morph_height_middle_mm",
+    "morph_height_posterior_mm",
+    "morph_height_expected_mm",
+    "morph_depth_mm",
 )
 
 
@@ -100,6 +109,15 @@ class LabelScheme:
         except ValueError:
             raise LabelError(f"class {value} is not in the scheme '{self.scheme}'") from None
 
+    def positions(self, values) -> np.ndarray:
+        """The position of each class value in :attr:`values` (0 .. K-1): what classifiers are
+        fitted on, so that every library (XGBoost requires 0 .. K-1) sees the same classes."""
+        lookup = {v: i for i, v in enumerate(self.values)}
+        try:
+            return np.fromiter((lookup[int(v)] for v in values), dtype=np.int64)
+        except KeyError as exc:
+            raise LabelError(f"class {exc.args[0]} is not in the scheme '{self.scheme}'") from None
+
     def name_of(self, value: int) -> str:
         return self.names[self.index(value)]
 
@@ -120,6 +138,10 @@ class LabelScheme:
 
     def describe_accepted(self) -> str:
         return ", ".join(str(v) for v in self.accepted)
+
+    def describe_mapping(self) -> str:
+        """``0->0, 1->0, 2->1``: which manifest label becomes which class."""
+        return ", ".join(f"{k}->{v}" for k, v in sorted(self.mapping.items()))
 
     def encode(self, text: str) -> int | None:
         """The class of a manifest label cell: ``None`` when empty; :class:`LabelError` when
@@ -174,9 +196,9 @@ def genant() -> LabelScheme:
         excluded_features=GENANT_DEFINING_FEATURES,
         exclusion_reason=(
             "the Genant grade is defined by the vertebral height loss, so the morphometry "
-            "features it is computed from (the grade itself, the height loss and the height "
-            "ratios) are left out of every arm: a model would otherwise read the label off "
-            "its inputs"
+            "features it is computed from (the grade itself, the height loss, the three "
+            "heights, the expected height, the depth and the height ratios) are left out of "
+            "every arm: a model would otherwise read the label off its inputs"
         ),
     )
 

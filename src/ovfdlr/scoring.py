@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+import pandas as pd
+
 APPARENT = "apparent"
 OUT_OF_FOLD = "out-of-fold"
 HELD_OUT = "held-out"
@@ -57,3 +60,18 @@ def view_sort_key(cohort, scoring, training: str = "train"):
     order = view_order(zip(cohort, scoring, strict=True), training)
     rank = {v: i for i, v in enumerate(order)}
     return [rank[(str(c), str(s))] for c, s in zip(cohort, scoring, strict=True)]
+
+
+def with_scoring(frame: pd.DataFrame, training: str = "train") -> pd.DataFrame:
+    """A table with a ``scoring`` column: as it is when it has one; a table written before the
+    column existed (out-of-fold rows under the cohort name ``<training> (cv)``, apparent ones
+    under ``<training>``) gets it, and the out-of-fold rows their cohort's name back."""
+    if "scoring" in frame.columns:
+        return frame
+    frame = frame.copy()
+    cohort = frame["cohort"].astype(str)
+    oof = cohort == f"{training} (cv)"
+    scoring = np.where(oof, OUT_OF_FOLD, np.where(cohort == training, APPARENT, HELD_OUT))
+    frame.insert(frame.columns.get_loc("cohort") + 1, "scoring", scoring)
+    frame.loc[oof, "cohort"] = training
+    return frame

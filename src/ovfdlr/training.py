@@ -162,19 +162,22 @@ def _run_fold(task: _FoldTask) -> dict[str, Any]:
     for spec in specs(settings.classifiers, settings.quick):
         for index, params in enumerate(spec.grid()):
             model = spec.build(params, seed=settings.seed)
-            fit_classifier(
-                model, Z_train, task.y[task.train], task.groups[task.train], settings.seed
-            )
+            y_train = settings.labels.positions(task.y[task.train])
+            fit_classifier(model, Z_train, y_train, task.groups[task.train], settings.seed)
             predictions[(spec.key, index)] = _proba(model, Z_test, settings.labels)
     return {"fold": task.fold, "selected": list(Z_train.columns), "predictions": predictions}
 
 
 def _proba(model, Z, labels: LabelScheme = DEFAULT) -> np.ndarray:
-    """Probabilities for the scheme's classes in order (a class absent from training gets 0)."""
+    """Probabilities for the scheme's classes in order (a class absent from training gets 0).
+
+    Classifiers are fitted on class positions (:meth:`LabelScheme.positions`), so a model's
+    ``classes_`` are columns of the scheme.
+    """
     raw = model.predict_proba(Z)
     out = np.zeros((len(Z), labels.n_classes))
     for j, c in enumerate(model.classes_):
-        out[:, labels.index(int(c))] = raw[:, j]
+        out[:, int(c)] = raw[:, j]
     return out
 
 
@@ -262,7 +265,7 @@ def _refit(X, y, groups, settings: TrainSettings, best_params) -> tuple[Pipeline
     models = {}
     for spec in specs(settings.classifiers, settings.quick):
         model = spec.build(best_params[spec.key], seed=settings.seed)
-        fit_classifier(model, Z, y, groups, settings.seed)
+        fit_classifier(model, Z, settings.labels.positions(y), groups, settings.seed)
         models[spec.key] = Pipeline([("selection", selection), ("classifier", model)])
     return selection, models
 

@@ -26,12 +26,12 @@ from ovfdlr.records import RecordError, read_arm, read_run, to_data
 from ovfdlr.report import formatting as fmt
 from ovfdlr.scoring import (
     CLAIMS,
-    HELD_OUT,
     cohort_order,
     view_label,
     view_order,
     view_slug,
     view_sort_key,
+    with_scoring,
 )
 
 
@@ -224,17 +224,9 @@ def _ci(row: pd.Series, name: str, digits: int = 3) -> str:
     )
 
 
-def _scoring(frame: pd.DataFrame) -> pd.Series:
-    """The ``scoring`` column of an evaluation table (every row held-out when it has none)."""
-    if "scoring" in frame.columns:
-        return frame["scoring"].astype(str)
-    return pd.Series(HELD_OUT, index=frame.index)
-
-
 def performance_table(run: RunFolder, path: Path, chosen: str, training: str = "train") -> Table:
     """Every classifier on every cohort and scoring; the chosen model's rows marked."""
-    frame = run.read_csv(path)
-    frame = frame.assign(scoring=_scoring(frame))
+    frame = with_scoring(run.read_csv(path), training)
     frame = frame.assign(
         _chosen=frame["classifier"] != chosen,
         _cohort=view_sort_key(frame["cohort"], frame["scoring"], training),
@@ -334,8 +326,7 @@ def comparison_tables(
     run: RunFolder, path: Path, training: str = "train"
 ) -> list[tuple[str, Table]]:
     """``tables/comparison.csv``: one table per pair of arms, p-values within [0, 1]."""
-    frame = run.read_csv(path)
-    frame = frame.assign(scoring=_scoring(frame))
+    frame = with_scoring(run.read_csv(path), training)
     tables = []
     for (arm_a, arm_b), pair in frame.groupby(["arm_a", "arm_b"], sort=False):
         rows = []
@@ -488,11 +479,11 @@ def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
     selection = run.read_json(arm.selection_json)
     chosen = str(summary.get("chosen") or info.get("chosen", ""))
     statement, untrained = weights_statement(name, info)
-    performance = run.read_csv(tables / "performance.csv")
     training = (summary.get("settings") or {}).get("training", "train")
+    performance = with_scoring(run.read_csv(tables / "performance.csv"), training)
     labels = arm_labels(summary)
     cohorts = view_order(
-        zip(performance["cohort"].astype(str), _scoring(performance), strict=True), training
+        zip(performance["cohort"].astype(str), performance["scoring"], strict=True), training
     )
     missing: list[str] = []
     calibration_summary = None
