@@ -40,6 +40,20 @@ from ovfdlr.labels import LabelError, LabelScheme, resolve
 from ovfdlr.parallel import TaskFailure, run_tasks
 
 REQUIRED_COLUMNS = ("case_id", "patient_id", "image", "mask", "label", "cohort", "centre")
+DEMOGRAPHIC_COLUMNS = ("age", "sex", "scan_date")
+# every manifest column ovfdlr reads, in the order its manifest writers write them
+MANIFEST_COLUMNS = (
+    "case_id",
+    "patient_id",
+    "image",
+    "mask",
+    "mask_label",
+    "label",
+    "cohort",
+    "centre",
+    "level",
+    *DEMOGRAPHIC_COLUMNS,
+)
 ROW = "manifest_row"  # the sheet row of each case, added on reading (a reserved column name)
 TOTAL = "(all)"  # the margins of the summary tables
 DEFAULT_MIN_ROI_VOXELS = 64

@@ -29,6 +29,8 @@ import pandas as pd
 import SimpleITK as sitk
 
 from ovfdlr import imaging
+from ovfdlr.cohort import DEMOGRAPHIC_COLUMNS
+from ovfdlr.cohort import MANIFEST_COLUMNS as ALL_MANIFEST_COLUMNS
 from ovfdlr.labels import LabelError, LabelScheme, resolve
 
 
@@ -138,18 +140,10 @@ NUMBERINGS: dict[str, dict[str, int]] = {"v2": TOTALSEG_V2, "v1": TOTALSEG_V1, "
 _ALIASES = {"verse": {"SACRUM": "S1"}}
 
 BODY_LABEL = 1  # vertebrae_body task: 1 vertebrae_body, 2 intervertebral_discs
-MANIFEST_COLUMNS = (
-    "case_id",
-    "patient_id",
-    "image",
-    "mask",
-    "mask_label",
-    "label",
-    "cohort",
-    "centre",
-    "level",
-)
-OPTIONAL_COLUMNS = ("age", "sex", "scan_date")
+# the manifest's columns (ovfdlr.cohort) this module fills for every row; the demographic ones
+# only when the label CSV gives them
+MANIFEST_COLUMNS = tuple(c for c in ALL_MANIFEST_COLUMNS if c not in DEMOGRAPHIC_COLUMNS)
+OPTIONAL_COLUMNS = DEMOGRAPHIC_COLUMNS
 WARNING_COLUMNS = ("ct", "level", "case_id", "check", "message")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
+from ..cohort import MANIFEST_COLUMNS as COHORT_MANIFEST_COLUMNS
 from ..parallel import TaskFailure, run_tasks
 from .population import PAPER_SCALE, sample_population
 from .render import render_case
@@ -16,20 +17,7 @@ from .scanner import CENTRES, COHORT_CENTRE, FOV_MM
 
 GENERATOR_VERSION = "1.0.0"
 
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "case_id",
-    "patient_id",
-    "image",
-    "mask",
-    "mask_label",
-    "label",
-    "cohort",
-    "centre",
-    "level",
-    "age",
-    "sex",
-    "scan_date",
-)
+MANIFEST_COLUMNS = COHORT_MANIFEST_COLUMNS  # the synthetic cohort fills every column
 
 TRUTH_COLUMNS: tuple[str, ...] = (
     "case_id",
