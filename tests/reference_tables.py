@@ -30,7 +30,7 @@ RUN_TABLES = ("comparison", "cohort_classes")
 RTOL = 1e-9
 
 
-def as_recorded(frame: pd.DataFrame, training: str = "train") -> pd.DataFrame:
+def as_recorded(frame: pd.DataFrame) -> pd.DataFrame:
     """A table with a ``scoring`` column in the recorded form (no column; ``train (cv)``)."""
     if "scoring" not in frame.columns:
         return frame

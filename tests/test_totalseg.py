@@ -407,3 +407,16 @@ def test_cli_end_to_end(ts, tmp_path):
         ],
     )  # the v2 map read as v1: labels 26-33 are T9-T2 there, and L1 (22) is absent
     assert result.exit_code == 1 and "no vertebra left to write" in result.output
+
+
+def test_an_unreadable_label_csv_is_a_one_line_error(ts, tmp_path):
+    """A label table that is not a CSV (here: not the gzip file its suffix promises) is refused
+    naming the file, as a manifest would be, not with the reader's traceback."""
+    from ovfdlr.cohort import ManifestError, read_table
+
+    bad = tmp_path / "labels.csv.gz"
+    bad.write_text("case,level\n")
+    with pytest.raises(TotalSegError, match=r"labels\.csv\.gz: not a readable CSV"):
+        build_manifest(ts["ct"], ts["seg"], labels_csv=bad, centre="A", mask_dir=tmp_path)
+    with pytest.raises(ManifestError, match="not a readable CSV"):
+        read_table(bad)

@@ -24,13 +24,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ovfdlr import __version__
 from ovfdlr.evaluation import Evaluation, compare_arms, evaluate
 from ovfdlr.layout import ArmLayout
-from ovfdlr.records import ArmRecord, read_arm
+from ovfdlr.records import ArmRecord, json_default, read_arm
 from ovfdlr.records import write_arm as write_arm_record
 from ovfdlr.report import figures
 from ovfdlr.scoring import (
@@ -77,19 +76,7 @@ def read_features(paths: list[str | Path]) -> pd.DataFrame:
 
 def _write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable))
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)
+    path.write_text(json.dumps(payload, indent=2, default=json_default))
 
 
 def train_arm(
@@ -115,9 +102,8 @@ def train_arm(
             f"{len(missing)} case(s) of the manifest have no features and are left out: "
             + ", ".join(map(str, missing[:10]))
         )
-    excluded = [c for c in settings.labels.excluded_features if c in features.columns]
+    features, excluded = settings.labels.without_excluded(features)
     if excluded:
-        features = features.drop(columns=excluded)
         warnings.append(f"left out {', '.join(excluded)}: {settings.labels.exclusion_reason}")
     start = time.perf_counter()
     fit = fit_arm(features, cohort, arm, settings, progress=progress)

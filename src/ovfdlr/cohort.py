@@ -99,6 +99,24 @@ class ManifestError(ValueError):
 # table-level checks
 
 
+def read_text_csv(path: str | Path) -> pd.DataFrame:
+    """A CSV table read as text (nothing coerced, blank lines kept as empty rows so that row
+    numbers stay those of a spreadsheet), its column names stripped.
+
+    Raises ``ValueError`` ("not a readable CSV: <reason>") for a file that does not parse,
+    does not decode, or is compressed wrongly (pandas infers compression from the suffix).
+    """
+    try:
+        table = pd.read_csv(
+            path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"not a readable CSV: {first}") from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    return table
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read the manifest CSV as text (nothing coerced), with a ``manifest_row`` column of sheet
     rows (blank lines are skipped but counted)."""
@@ -106,13 +124,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise ManifestError(path, [Problem("manifest", f"manifest not found: {path}")])
     try:
-        table = pd.read_csv(
-            path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ManifestError(path, [Problem("manifest", f"not a readable CSV: {first}")]) from exc
-    table.columns = [str(c).strip() for c in table.columns]
+        table = read_text_csv(path)
+    except ValueError as exc:
+        raise ManifestError(path, [Problem("manifest", str(exc))]) from exc
     if ROW in table.columns:
         raise ManifestError(path, [Problem("reserved-column", f"column '{ROW}' is reserved")])
     table = table.apply(lambda col: col.str.strip())

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ovfdlr import stats
 from ovfdlr.labels import DEFAULT, LabelScheme
-from ovfdlr.scoring import APPARENT, HELD_OUT, OUT_OF_FOLD, view_order, view_sort_key
+from ovfdlr.scoring import APPARENT, OUT_OF_FOLD, view_order, view_sort_key
 
 SUMMARY_METRICS = ("sensitivity", "specificity", "f1")
 COMPARISON_COLUMNS = [
@@ -271,12 +271,13 @@ def evaluate(
     )
 
 
-def _test_row(base: dict, test: str, klass, result) -> dict:
+def _test_row(base: dict, test: str, klass, aucs: tuple[float, float], result) -> dict:
+    """A comparison row from a DeLong or macro test result and the two AUCs it compares."""
     return base | {
         "test": test,
         "class": klass,
-        "auc_a": result.auc_a if hasattr(result, "auc_a") else result.macro_a,
-        "auc_b": result.auc_b if hasattr(result, "auc_b") else result.macro_b,
+        "auc_a": aucs[0],
+        "auc_b": aucs[1],
         "difference": result.difference,
         "statistic": result.statistic,
         "p_value": result.p_value,
@@ -309,7 +310,7 @@ def paired_tests(
             test = stats.delong_test(y == labels.positive, pa[:, 1], pb[:, 1], level=level)
         except stats.StatsError as exc:
             return [base | {"test": BINARY_TEST, "note": str(exc)}]
-        return [_test_row(base, BINARY_TEST, labels.positive, test)]
+        return [_test_row(base, BINARY_TEST, labels.positive, (test.auc_a, test.auc_b), test)]
     classes = labels.values
     try:
         macro = stats.macro_auc_test(y, pa, pb, classes=classes, level=level, cohort=cohort)
@@ -319,8 +320,8 @@ def paired_tests(
     except stats.StatsError as exc:
         return [base | {"test": "macro", "note": str(exc)}]
     rows = [
-        _test_row(base, MACRO_TEST, "macro", macro),
-        _test_row(base, BOOTSTRAP_TEST, "macro", boot),
+        _test_row(base, MACRO_TEST, "macro", (macro.macro_a, macro.macro_b), macro),
+        _test_row(base, BOOTSTRAP_TEST, "macro", (boot.macro_a, boot.macro_b), boot),
     ]
     per_class = stats.per_class_tests(y, pa, pb, classes=classes, level=level)
     for record in per_class.to_dict("records"):
@@ -398,7 +399,6 @@ def compare_arms(
 
 
 __all__ = [
-    "HELD_OUT",
     "Evaluation",
     "auc_summary",
     "compare_arms",

@@ -473,8 +473,7 @@ def _bundle_inputs(state: RunState, arm):
     folder = layout.arm(arm.name)
     record = read_arm(folder.arm_json)
     features = read_features(_arm_tables(layout, arm)[0])
-    excluded = [c for c in record.label_scheme.excluded_features if c in features.columns]
-    features = features.drop(columns=excluded)  # as train_arm left them out
+    features, _ = record.label_scheme.without_excluded(features)  # as train_arm left them out
     training = training_rows(features, state.cohort, config.cohorts.training)
     deep = None
     if arm.deep:

@@ -129,6 +129,12 @@ class LabelScheme:
     def class_names(self) -> dict[int, str]:
         return dict(zip(self.values, self.names, strict=True))
 
+    def without_excluded(self, features):
+        """``features`` (a table) without the columns the scheme excludes, and those columns:
+        training and the bundle's input columns both go through here."""
+        dropped = [c for c in self.excluded_features if c in features.columns]
+        return (features.drop(columns=dropped) if dropped else features), dropped
+
     # -- manifest labels -----------------------------------------------------------------------
 
     @property

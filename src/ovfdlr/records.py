@@ -250,7 +250,7 @@ def _parse(model: type[Record], data: dict[str, Any], source: str | Path):
         raise RecordError(f"{source}: " + "; ".join(problems)) from None
 
 
-def _plain(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """JSON form of what records may hold besides JSON types (numpy scalars and arrays,
     paths, tuples)."""
     if isinstance(value, np.generic):
@@ -265,10 +265,10 @@ def _plain(value: Any) -> Any:
 def to_data(record: Record) -> dict[str, Any]:
     """The record as the JSON object its file holds (absent optional parts left out of a
     bundle's feature sets)."""
-    data = record.model_dump(mode="json", fallback=_plain)
+    data = record.model_dump(mode="json", fallback=json_default)
     if isinstance(record, BundleRecord):
         data["feature_sets"] = record.feature_sets.model_dump(
-            mode="json", exclude_none=True, fallback=_plain
+            mode="json", exclude_none=True, fallback=json_default
         )
     return data
 

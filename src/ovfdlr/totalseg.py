@@ -29,7 +29,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from ovfdlr import imaging
-from ovfdlr.cohort import DEMOGRAPHIC_COLUMNS
+from ovfdlr.cohort import DEMOGRAPHIC_COLUMNS, read_text_csv
 from ovfdlr.cohort import MANIFEST_COLUMNS as ALL_MANIFEST_COLUMNS
 from ovfdlr.labels import LabelError, LabelScheme, resolve
 
@@ -369,13 +369,9 @@ def read_label_csv(
     if not path.is_file():
         raise TotalSegError(f"{path}: label CSV not found")
     try:
-        table = pd.read_csv(
-            path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TotalSegError(f"{path}: not a readable CSV ({first})") from None
-    table.columns = [str(c).strip() for c in table.columns]
+        table = read_text_csv(path)
+    except ValueError as exc:
+        raise TotalSegError(f"{path}: {exc}") from None
     for column in (key, "level"):
         if column not in table.columns:
             raise TotalSegError(

@@ -422,8 +422,9 @@ def _cohort_figures(
 
 
 def arm_labels(summary: dict) -> LabelScheme:
-    """The label scheme an arm was trained on (ASTLOF for arms written before schemes)."""
-    return LabelScheme.from_dict(summary.get("labels") or astlof().to_dict())
+    """The label scheme an arm was trained on (:func:`ovfdlr.records.read_arm` gives arms
+    written before schemes the ASTLOF one)."""
+    return LabelScheme.from_dict(summary["labels"])
 
 
 def _shap(run: RunFolder, folder: Path, labels: LabelScheme) -> dict[str, Any] | None:
