@@ -26,6 +26,11 @@ cohorts:
 selection: {univariate_test: kruskal, alpha: 0.05, correlation_threshold: 0.9}
 models: {classifiers: [lr, svm, knn, rf, et, xgb, lgbm, mlp], folds: 5, select_on: cv}
 compare: [[radimagenet, imagenet]]     # pairs of arms to test; default: every pair
+evaluation:
+  nested_cv: null                      # null: on for arms without fine-tuning; true | false
+  macro_variance: unconditional        # unconditional | conditional (on the class counts)
+  compare_training_cv: false           # also compare on train (cv), labelled post-selection
+  primary: {arms: null, cohorts: null} # default: first pair; external + prospective, Holm
 seed: 0
 jobs: 0                                # worker processes (0: all cores)
 scheduler: null                        # a Dask scheduler address for the per-case stages
@@ -209,6 +214,31 @@ class ModelsConfig(Strict):
         return value
 
 
+class PrimaryConfig(Strict):
+    """The primary comparison: the macro-AUC difference of two arms on each named cohort,
+    co-primary and Holm-adjusted across the cohorts (see docs/statistics.md)."""
+
+    arms: tuple[str, str] | None = None  # default: the first compared pair
+    cohorts: list[str] | None = None  # default: external and prospective, where present
+
+
+class EvaluationConfig(Strict):
+    """How arms are evaluated and compared (see docs/statistics.md)."""
+
+    # None: nested cross-validation for every arm without fine-tuning (a fine-tuned network
+    # has seen every training row, so outer folds would not be held out from it)
+    nested_cv: bool | None = None
+    # the macro-AUC variance: at the population's class mix (cohorts of consecutive patients)
+    # or conditional on the observed class counts
+    macro_variance: Literal["unconditional", "conditional"] = "unconditional"
+    # arm comparisons on the training cohort's out-of-fold predictions (the folds also chose
+    # the model): on request only, labelled post-selection
+    compare_training_cv: bool = False
+    primary: PrimaryConfig = PrimaryConfig()
+    n_boot: int = Field(2000, ge=200)
+    n_permutations: int = Field(2000, ge=2000)
+
+
 class RadiomicsConfig(Strict):
     params: Path | None = None
 
@@ -225,6 +255,7 @@ class ExperimentConfig(Strict):
     selection: SelectionConfig = SelectionConfig()
     models: ModelsConfig = ModelsConfig()
     compare: list[tuple[str, str]] | None = None
+    evaluation: EvaluationConfig = EvaluationConfig()
     seed: int = 0
     jobs: int = 0
     scheduler: str | None = None
@@ -250,6 +281,16 @@ class ExperimentConfig(Strict):
                     )
             if pair[0] == pair[1]:
                 raise ValueError(f"compare.{i}: an arm cannot be compared with itself")
+        primary = self.evaluation.primary.arms
+        if primary is not None:
+            for j, name in enumerate(primary):
+                if name not in names:
+                    raise ValueError(
+                        f"evaluation.primary.arms.{j}: unknown arm '{name}' "
+                        f"(arms: {', '.join(names)})"
+                    )
+            if primary[0] == primary[1]:
+                raise ValueError("evaluation.primary.arms: an arm cannot be compared with itself")
         return self
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -259,11 +300,31 @@ class ExperimentConfig(Strict):
         names = [arm.name for arm in self.arms]
         return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
 
+    def primary_arms(self) -> tuple[str, str] | None:
+        """The arms of the primary comparison: the configured pair, else the first compared
+        pair (None with a single arm). A primary pair outside ``compare`` is compared too."""
+        if self.evaluation.primary.arms is not None:
+            return tuple(self.evaluation.primary.arms)
+        pairs = self.pairs()
+        return pairs[0] if pairs else None
+
+    def nested_cv_for(self, arm: ArmConfig) -> tuple[bool, str]:
+        """Whether nested cross-validation runs for ``arm``, and why not when it does not."""
+        finetuned = arm.deep is not None and arm.deep.finetune_epochs > 0
+        if self.evaluation.nested_cv is False:
+            return False, "switched off (evaluation.nested_cv: false)"
+        if self.evaluation.nested_cv is None and finetuned:
+            return False, (
+                "not run for a fine-tuned arm: the network was trained on every training row, "
+                "so no outer fold would be held out from it (evaluation.nested_cv: true forces it)"
+            )
+        return True, ""
+
 
 def _format(error: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "config"
     message = error["msg"].removeprefix("Value error, ")
-    if message.startswith(("arms:", "compare.", "labels:")):
+    if message.startswith(("arms:", "compare.", "labels:", "evaluation.")):
         return message
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
