@@ -146,8 +146,12 @@ def test_paired_test_ranges(sample, alternative):
     y, scores = sample
     t = delong_test(y, scores[:, 0], scores[:, 1], alternative=alternative)
     assert 0.0 <= t.p_value <= 1.0
-    assert -1.0 <= t.ci_lower <= t.difference <= t.ci_upper <= 1.0
+    assert np.isfinite(t.statistic) or t.n_permutations is not None
     assert 0.0 <= t.auc_a <= 1.0 and 0.0 <= t.auc_b <= 1.0
+    if t.n_permutations is not None:  # DeLong not estimable: no CI, permutation p
+        assert np.isnan(t.ci_lower) and "not estimable" in t.note
+        return
+    assert -1.0 <= t.ci_lower <= t.difference <= t.ci_upper <= 1.0
     other = {"greater": "less", "less": "greater"}.get(alternative)
     if other is not None:
         u = delong_test(y, scores[:, 0], scores[:, 1], alternative=other)
@@ -159,6 +163,10 @@ def test_paired_test_ranges(sample, alternative):
 def test_unpaired_test_ranges(sample, alternative):
     y, scores = sample
     t = delong_test(y, scores[:, 0], scores[:, 1], paired=False, alternative=alternative)
+    assert not np.isinf(t.statistic)
+    if t.note:  # both variances zero and a difference: not estimable, said so
+        assert "not estimable" in t.note and np.isnan(t.p_value) and np.isnan(t.ci_lower)
+        return
     assert 0.0 <= t.p_value <= 1.0
     assert -1.0 <= t.ci_lower <= t.difference <= t.ci_upper <= 1.0
 
@@ -179,15 +187,58 @@ def test_perfect_separation():
     y = np.array([0, 0, 0, 1, 1, 1])
     s = np.array([1.0, 2, 3, 4, 5, 6])
     ci = auc_ci(y, s)
-    assert (ci.auc, ci.lower, ci.upper) == (1.0, 1.0, 1.0)
-    # AUC 1 vs AUC 0: no variance, a difference of 1: z = inf, p = 0, CI [1, 1]
+    # DeLong's variance is 0: Newcombe's score interval, informative below 1
+    assert ci.method == "newcombe-score" and ci.auc == 1.0 and ci.upper == 1.0
+    assert 0.0 < ci.lower < 0.95  # three cases, three controls: wide, as it must be
+    assert "Newcombe" in str(ci)
+    # AUC 1 vs AUC 0: no variance, a difference of 1: DeLong not estimable, permutation test.
+    # Of the 2^6 patient-wise swaps, |d*| = 1 when no case is swapped or every case is (the
+    # controls stay below the cases or above them either way): 16 of 64, exact p = 1/4
     t = delong_test(y, s, -s)
-    assert t.difference == 1.0 and t.statistic == np.inf and t.p_value == 0.0
-    assert (t.ci_lower, t.ci_upper) == (1.0, 1.0)
+    assert t.difference == 1.0 and np.isnan(t.statistic) and t.n_permutations == 2000
+    assert t.p_value == pytest.approx(1 / 4, abs=0.03)
+    assert "not estimable" in t.note and "permutation" in t.method
+    assert np.isnan(t.ci_lower) and "permutations" in str(t)
+    again = delong_test(y, s, -s)
+    assert again.p_value == t.p_value  # seeded
     # both perfect: d = 0, sigma = 0, z = 0, p = 1
     same = delong_test(y, s, 2 * s)
     assert (same.statistic, same.p_value) == (0.0, 1.0)
     assert delong_test(y, s, 2 * s, alternative="greater").p_value == 0.5
+
+
+def test_newcombe_interval_solves_its_score_equation():
+    from ovfdlr.stats import newcombe_interval
+    from ovfdlr.stats._checks import z_critical
+    from ovfdlr.stats.roc import _hanley_mcneil_modified
+
+    for auc, m, n in [(1.0, 10, 10), (1.0, 3, 40), (0.0, 8, 12), (0.8, 30, 50)]:
+        lo, hi = newcombe_interval(auc, [(m, n)], 0.95)
+        assert 0.0 <= lo <= auc <= hi <= 1.0
+        for bound in (lo, hi):
+            if 0.0 < bound < 1.0 and bound != auc:
+                gap = (auc - bound) ** 2 - z_critical(0.95) ** 2 * _hanley_mcneil_modified(
+                    bound, m, n
+                )
+                assert abs(gap) < 1e-10
+    # more cases, a tighter interval at AUC 1
+    assert newcombe_interval(1.0, [(50, 50)])[0] > newcombe_interval(1.0, [(10, 10)])[0]
+    # an interior AUC: close to DeLong's Wald interval
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.4
+    s = rng.normal(y * 1.2, 1)
+    d = auc_ci(y, s)
+    lo, hi = newcombe_interval(d.auc, [(int(y.sum()), int((~y).sum()))])
+    assert lo == pytest.approx(d.lower, abs=0.02) and hi == pytest.approx(d.upper, abs=0.02)
+
+
+def test_one_case_gives_an_auc_without_ci():
+    y = np.array([0, 0, 0, 1, 0])
+    s = np.array([0.1, 0.2, 0.3, 0.9, 0.4])
+    ci = auc_ci(y, s)
+    assert ci.auc == 1.0 and np.isnan(ci.lower) and ci.note == "CI n/a: 1 case"
+    t = delong_test(y, s, s[::-1])
+    assert np.isnan(t.p_value) and t.note == "test n/a: 1 case"
 
 
 def test_bootstrap_ci_close_to_delong_and_seeded():
@@ -249,7 +300,9 @@ def test_bad_options():
     with pytest.raises(StatsError, match="method"):
         auc_ci(y, s, method="hanley")
     with pytest.raises(StatsError, match="at least 2 cases and 2 controls"):
-        auc_ci([0, 0, 1], [1, 2, 3])
+        delong_covariance([0, 0, 1], [1, 2, 3])
+    with pytest.raises(StatsError, match="only for the paired test"):
+        delong_test(y, s, s, paired=False, groups=[1, 1, 2, 3])
     with pytest.raises(StatsError, match="two columns"):
         delong_test(y, np.ones((4, 3)))
     with pytest.raises(StatsError, match="y_b"):

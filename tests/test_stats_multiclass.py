@@ -59,9 +59,12 @@ def test_one_vs_rest_matches_sklearn_and_delong(three_class):
         "upper",
         "n_positive",
         "n_negative",
+        "method",
+        "note",
     ]
     for k in range(3):
         row = r.per_class.iloc[k]
+        assert (row["method"], row["note"]) == ("delong", "")
         assert row["class"] == k
         ci = auc_ci(y == k, pa[:, k])
         assert row["auc"] == pytest.approx(roc_auc_score(y == k, pa[:, k]), abs=1e-14)
@@ -72,13 +75,14 @@ def test_one_vs_rest_matches_sklearn_and_delong(three_class):
     micro = roc_auc_score(np.eye(3)[y], pa, average="micro")
     assert r.macro.auc == pytest.approx(macro, abs=1e-14)
     assert r.micro.auc == pytest.approx(micro, abs=1e-14)
-    assert r.macro.method == "delong-stratified" and r.micro.method == "bootstrap"
+    assert r.macro.method == "delong-macro" and r.micro.method == "patient-bootstrap"
+    assert not r.clustered
     assert r.macro.lower < r.macro.auc < r.macro.upper
     assert r.micro.lower < r.micro.auc < r.micro.upper
     assert "internal" in str(r) and "macro" in str(r)
 
 
-def test_macro_ci_uses_the_stratified_variance(three_class):
+def test_macro_ci_uses_the_macro_test_variance(three_class):
     """The macro CI half-width is z * se of the macro test against an uninformative model."""
     y, pa, _ = three_class
     r = one_vs_rest(y, pa)
@@ -129,32 +133,60 @@ def test_other_class_labels():
 # ------------------------------------------------------------------------- missing classes
 
 
-def test_missing_class_names_cohort_and_class(three_class):
+def test_missing_class_gives_notes_not_errors(three_class):
     y, pa, pb = three_class
     keep = y != 1
-    expected = (
-        "cohort external: class 1 has no cases; one-vs-rest AUC for class 1 cannot be estimated"
-    )
-    with pytest.raises(StatsError) as err:
-        one_vs_rest(y[keep], pa[keep], cohort="external")
-    assert str(err.value) == expected
-    with pytest.raises(StatsError) as err:
-        macro_auc_test(y[keep], pa[keep], pb[keep], cohort="external")
-    assert str(err.value) == expected
-    with pytest.raises(StatsError) as err:
-        one_vs_rest(y[keep], pa[keep])
-    assert str(err.value) == "class 1 has no cases; one-vs-rest AUC for class 1 cannot be estimated"
-    with pytest.raises(StatsError, match="cohort prospective: class 1 has no cases"):
-        per_class_tests(y[keep], pa[keep], pb[keep], cohort="prospective")
-    with pytest.raises(StatsError, match="class 1 has no cases"):
-        bootstrap_macro_test(y[keep], pa[keep], pb[keep], n_boot=10)
+    r = one_vs_rest(y[keep], pa[keep], cohort="external", n_boot=50)
+    row = r.per_class.set_index("class").loc[1]
+    assert np.isnan(row["auc"]) and row["note"] == "AUC n/a: no case in class 1"
+    # the other classes keep their AUCs and CIs; no macro AUC without every class
+    assert r.per_class.set_index("class").loc[[0, 2], "note"].eq("").all()
+    assert np.isnan(r.macro.auc) and r.macro.note == "AUC n/a: no case in class 1"
+    assert np.isfinite(r.micro.auc) and r.curves.empty
+    t = macro_auc_test(y[keep], pa[keep], pb[keep], cohort="external")
+    assert np.isnan(t.p_value) and t.note == "test n/a: no case in class 1"
+    assert not np.isinf(t.statistic)
+    pc = per_class_tests(y[keep], pa[keep], pb[keep], cohort="prospective")
+    assert pc.set_index("class").loc[1, "note"] == "test n/a: no case in class 1"
+    b = bootstrap_macro_test(y[keep], pa[keep], pb[keep], n_boot=10)
+    assert np.isnan(b.p_value) and "no case in class 1" in b.note
 
 
-def test_single_case_class_is_refused(three_class):
-    y, pa, _ = three_class
+def test_single_case_class_gives_estimates_without_ci(three_class):
+    y, pa, pb = three_class
     keep = (y != 2) | (np.cumsum(y == 2) == 1)  # only the first class-2 case stays
-    with pytest.raises(StatsError, match="cohort c: class 2 has only 1 case"):
-        one_vs_rest(y[keep], pa[keep], cohort="c")
+    r = one_vs_rest(y[keep], pa[keep], cohort="c", n_boot=50)
+    row = r.per_class.set_index("class").loc[2]
+    assert np.isfinite(row["auc"]) and np.isnan(row["lower"])
+    assert row["note"] == "CI n/a: 1 case in class 2"
+    assert np.isfinite(r.macro.auc) and np.isnan(r.macro.lower)
+    assert r.macro.note == "CI n/a: 1 case in class 2"
+    assert "CI n/a: 1 case in class 2" in str(r)
+    t = macro_auc_test(y[keep], pa[keep], pb[keep])
+    assert np.isfinite(t.difference) and np.isnan(t.p_value)
+    assert t.note == "test n/a: 1 case in class 2" and "test n/a" in str(t)
+    pc = per_class_tests(y[keep], pa[keep], pb[keep]).set_index("class")
+    assert pc.loc[2, "note"] == "test n/a: 1 case in class 2"
+    assert pc.loc[0, "note"] == "" and 0 <= pc.loc[0, "p_value"] <= 1
+
+
+def test_zero_variance_difference_is_tested_by_permutation():
+    # A separates every class perfectly, B is A reversed (every one-vs-rest AUC 0): every
+    # placement is 0 or 1, so every influence is zero, yet the macro AUCs differ by 1
+    y = np.repeat([0, 1, 2], 4)
+    pa = np.eye(3)[y] * 0.7 + 0.1
+    pb = (1 - pa) / 2
+    t = macro_auc_test(y, pa, pb)
+    assert t.difference > 0 and t.se == 0.0 and np.isnan(t.statistic)
+    assert t.note == "DeLong not estimable (variance 0): paired permutation test"
+    assert t.n_permutations == 2000 and 0.0 < t.p_value <= 1.0
+    assert macro_auc_test(y, pa, pb).p_value == t.p_value  # seeded
+    assert "2000 permutations" in str(t)
+    # the per-class AUCs at 1 get Newcombe's interval, informative below 1
+    r = one_vs_rest(y, pa, n_boot=50)
+    assert (r.per_class["method"] == "newcombe-score").all()
+    assert (r.per_class["lower"] < 1).all() and (r.per_class["upper"] == 1).all()
+    assert r.macro.method == "newcombe-score" and r.macro.lower < 1
 
 
 @pytest.mark.parametrize(
@@ -165,7 +197,6 @@ def test_single_case_class_is_refused(three_class):
         ([0, 1, 2, 1], np.full((4, 2), 0.5), r"shape \(cases, 3\)"),
         ([0, 1, 2, 1], np.full((5, 3), 1 / 3), "5 rows but y has 4"),
         ([0, 1, 2, 1], [[np.nan, 0.5, 0.5]] + [[1 / 3] * 3] * 3, "proba contains NaN"),
-        ([0, 0, 0, 0], np.full((4, 3), 1 / 3), "class 1 has no cases"),
     ],
 )
 def test_bad_multiclass_input(y, proba, match):
@@ -227,7 +258,7 @@ def test_macro_test_detects_a_real_difference(three_class):
     )
     assert macro_auc_test(y, pb, pa).statistic == pytest.approx(-t.statistic, abs=1e-12)
     text = str(t)
-    assert "stratified by true class" in text and "not equal to 0" in text
+    assert "at the population's class mix" in text and "not equal to 0" in text
     assert "class 0: " in text
 
 
@@ -267,6 +298,8 @@ def test_per_class_tests(three_class):
         "p_value",
         "ci_lower",
         "ci_upper",
+        "method",
+        "note",
     ]
     for k in range(3):
         ref = delong_test(y == k, pa[:, k], pb[:, k], alternative="less", level=0.9)
@@ -314,11 +347,18 @@ def test_multiclass_ranges(sample, alternative):
         assert 0.0 <= ci.lower <= ci.upper <= 1.0
     assert r.macro.lower <= r.macro.auc <= r.macro.upper
     t = macro_auc_test(y, pa, pb, alternative=alternative)
-    assert 0.0 <= t.p_value <= 1.0
-    assert -1.0 <= t.ci_lower <= t.difference <= t.ci_upper <= 1.0
+    assert 0.0 <= t.p_value <= 1.0 and not np.isinf(t.statistic)
+    if t.n_permutations is None:
+        assert -1.0 <= t.ci_lower <= t.difference <= t.ci_upper <= 1.0
+    else:  # DeLong not estimable: a permutation p-value and no CI
+        assert np.isnan(t.ci_lower) and np.isnan(t.statistic)
     b = bootstrap_macro_test(y, pa, pb, n_boot=20, alternative=alternative)
-    assert 0.0 <= b.p_value <= 1.0
-    assert -1.0 <= b.ci_lower <= b.ci_upper <= 1.0
+    assert not np.isinf(b.statistic)
+    if not np.isnan(b.p_value):
+        assert 0.0 <= b.p_value <= 1.0
+        assert -1.0 <= b.ci_lower <= b.ci_upper <= 1.0
     pc = per_class_tests(y, pa, pb, alternative=alternative)
-    assert pc["p_value"].between(0, 1).all()
-    assert pc["ci_lower"].between(-1, 1).all() and pc["ci_upper"].between(-1, 1).all()
+    assert pc["p_value"].between(0, 1).all() and not np.isinf(pc["z"]).any()
+    estimable = pc["note"] == ""
+    assert pc.loc[estimable, "ci_lower"].between(-1, 1).all()
+    assert pc.loc[estimable, "ci_upper"].between(-1, 1).all()

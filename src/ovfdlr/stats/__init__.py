@@ -12,7 +12,13 @@ macro test), :mod:`~ovfdlr.stats.metrics` (classification metrics, Wilson CI, Yo
 """
 
 from ovfdlr.stats._checks import StatsError
-from ovfdlr.stats.calibration import brier_score, expected_calibration_error, reliability_curves
+from ovfdlr.stats.calibration import (
+    brier_score,
+    calibration_regression,
+    calibration_summary_ci,
+    expected_calibration_error,
+    reliability_curves,
+)
 from ovfdlr.stats.decision import decision_curves
 from ovfdlr.stats.delong import DeLongTest, delong_covariance, delong_test
 from ovfdlr.stats.metrics import (
@@ -29,7 +35,8 @@ from ovfdlr.stats.multiclass import (
     one_vs_rest,
     per_class_tests,
 )
-from ovfdlr.stats.roc import AucCI, auc_ci, roc_auc, roc_curve
+from ovfdlr.stats.multiplicity import adjust_family, holm
+from ovfdlr.stats.roc import AucCI, auc_ci, newcombe_interval, roc_auc, roc_curve
 
 __all__ = [
     "AucCI",
@@ -37,16 +44,21 @@ __all__ = [
     "MacroAucTest",
     "MulticlassAUC",
     "StatsError",
+    "adjust_family",
     "auc_ci",
     "bootstrap_macro_test",
     "brier_score",
+    "calibration_regression",
+    "calibration_summary_ci",
     "classification_metrics",
     "confusion_matrix",
     "decision_curves",
     "delong_covariance",
     "delong_test",
     "expected_calibration_error",
+    "holm",
     "macro_auc_test",
+    "newcombe_interval",
     "one_vs_rest",
     "per_class_tests",
     "reliability_curves",

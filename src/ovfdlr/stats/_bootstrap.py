@@ -57,6 +57,44 @@ def patient_weights(
     return counts[:, codes]
 
 
+def weighted_auc(is_case: np.ndarray, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of the score ``x`` (n,) for the cases ``is_case`` (n,) under each row of case
+    weights ``weights`` (B, n): the Mann-Whitney AUC (ties one half) of the data in which case
+    ``i`` appears ``weights[b, i]`` times. NaN where a replicate has no case or no control.
+
+    One sort of ``x`` serves every replicate: per tie group ``g`` with case weight ``P_g``,
+    control weight ``N_g`` and control weight ``C_g`` below it,
+    AUC = sum_g P_g (C_g + N_g / 2) / (sum P * sum N). Replicates are taken in chunks to
+    bound the memory.
+    """
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    step = max(1, _CHUNK_VALUES // max(x.size, 1))
+    out = np.empty(weights.shape[0])
+    for lo in range(0, weights.shape[0], step):
+        out[lo : lo + step] = _weighted_auc_sorted(
+            is_case[order], weights[lo : lo + step][:, order], starts
+        )
+    return out
+
+
+_CHUNK_VALUES = 2_000_000
+
+
+def _weighted_auc_sorted(is_case: np.ndarray, w: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    pos = np.where(is_case, w, 0.0)
+    neg = w - pos
+    p_g = np.add.reduceat(pos, starts, axis=1)
+    n_g = np.add.reduceat(neg, starts, axis=1)
+    below = np.cumsum(n_g, axis=1) - n_g
+    total_p = p_g.sum(axis=1)
+    total_n = n_g.sum(axis=1)
+    num = (p_g * (below + n_g / 2.0)).sum(axis=1)
+    den = total_p * total_n
+    return np.divide(num, den, out=np.full(den.shape, np.nan), where=den > 0)
+
+
 def block_labels(strata: Sequence[np.ndarray]) -> np.ndarray:
     """The stratum number of each column of :func:`stratified_indices`' matrix."""
     return np.concatenate([np.full(len(m), s, dtype=np.intp) for s, m in enumerate(strata)])

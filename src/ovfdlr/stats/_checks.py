@@ -216,15 +216,19 @@ def t_p_value(t: float, df: float, alternative: str) -> float:
 
 
 def ratio(d: float, sd: float) -> float:
-    """``d / sd`` with the convention 0 / 0 = 0 (no difference, no variance: z = 0, p = 1)."""
+    """``d / sd`` with the convention 0 / 0 = 0 (no difference, no variance: z = 0, p = 1);
+    a difference without variance is not estimable: NaN, never an infinite statistic."""
     if sd > 0:
         return float(d / sd)
     if d == 0:
         return 0.0
-    return float(np.copysign(np.inf, d))
+    return float("nan")
 
 
 def clip(value: float, lo: float, hi: float) -> float:
+    """``value`` clipped to [lo, hi]; NaN stays NaN."""
+    if np.isnan(value):
+        return float("nan")
     return float(min(hi, max(lo, value)))
 
 

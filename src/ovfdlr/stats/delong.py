@@ -28,7 +28,13 @@ three: for a tie group ``g`` with ``c_g`` cases and ``d_g`` controls, preceded b
 :math:`\sigma^2 = L S L^\top` with :math:`L = (1, -1)`, :math:`z = d / \sigma`; two-sided
 :math:`p = 2\Phi(-|z|)`, ``greater`` :math:`p = \Phi(-z)`, ``less`` :math:`p = \Phi(z)`; the
 confidence interval is :math:`d \pm z_{1-\alpha/2}\sigma` (two-sided whatever the alternative,
-as in pROC). ``d = 0`` with :math:`\sigma = 0` gives ``z = 0`` and ``p = 1``.
+as in pROC). ``d = 0`` with :math:`\sigma = 0` gives ``z = 0`` and ``p = 1``; :math:`\sigma = 0`
+with :math:`d \ne 0` would give an infinite z: DeLong's test is then not estimable and the
+difference is tested by a paired permutation test instead (:mod:`ovfdlr.stats.permutation`).
+
+**Clustered** (``groups``: the patient of each case, some patient with several cases): the
+covariance is Obuchowski's clustered one (Biometrics 1997; :mod:`ovfdlr.stats.variance`); with
+one case per patient it is DeLong's, unchanged.
 
 **Unpaired test** (two independent samples): :math:`t = d / \sqrt{S_R + S_S}` with each
 :math:`S = S_{10}/m + S_{01}/n`, Welch-Satterthwaite degrees of freedom
@@ -44,6 +50,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sps
 
+from ovfdlr.stats import permutation as _perm
 from ovfdlr.stats._checks import (
     StatsError,
     alternative_text,
@@ -60,6 +67,12 @@ from ovfdlr.stats._checks import (
     scores_1d,
     t_p_value,
     z_critical,
+)
+from ovfdlr.stats.variance import (
+    CLUSTERED_TEXT,
+    binary_influence,
+    cluster_codes,
+    influence_covariance,
 )
 
 __all__ = ["DeLongTest", "delong_covariance", "delong_test"]
@@ -202,6 +215,8 @@ class DeLongTest:
     se: float = float("nan")
     n_cases_b: int | None = None
     n_controls_b: int | None = None
+    note: str = ""
+    n_permutations: int | None = None
 
     @property
     def paired(self) -> bool:
@@ -214,7 +229,12 @@ class DeLongTest:
                 f"data:  AUC A and AUC B on the same {self.n_cases + self.n_controls} subjects: "
                 f"{self.n_controls} controls (y = 0) {sign} {self.n_cases} cases (y = 1)"
             )
-            stat = f"Z = {self.statistic:.4g}, {format_p(self.p_value)}"
+            if self.n_permutations is not None:
+                stat = f"{self.n_permutations} permutations, {format_p(self.p_value)}"
+            elif self.note:
+                stat = self.note
+            else:
+                stat = f"Z = {self.statistic:.4g}, {format_p(self.p_value)}"
         else:
             data = (
                 f"data:  AUC A on {self.n_controls} controls (y = 0) {sign} {self.n_cases} "
@@ -249,6 +269,9 @@ def delong_test(
     alternative: str = "two-sided",
     level: float = 0.95,
     direction: str = "<",
+    groups: Any = None,
+    n_permutations: int = _perm.MIN_PERMUTATIONS,
+    seed: int = 0,
 ) -> DeLongTest:
     r"""DeLong's test of two AUCs: paired (same subjects, z test) or unpaired (t test).
 
@@ -263,6 +286,12 @@ def delong_test(
     sample scored by ``score_b``, default ``y``): Welch-Satterthwaite t test as pROC's
     ``roc.test(paired = FALSE)``; its CI :math:`d \pm t_{1-\alpha/2, df}\sqrt{S_R + S_S}` is an
     addition (pROC reports none). P-values come from survival functions and lie in [0, 1].
+
+    Paired only: ``groups`` (the patient of each case) gives Obuchowski's clustered variance
+    when a patient has several cases. A zero variance with a non-zero difference is reported
+    as "DeLong not estimable" and tested by ``n_permutations`` seeded paired permutations
+    (statistic NaN, no CI). Fewer than two cases or controls: NaN statistic, p and CI and a
+    ``note`` saying why. The statistic is never infinite.
     """
     alternative = check_alternative(alternative)
     level = check_level(level)
@@ -283,7 +312,10 @@ def delong_test(
             raise StatsError("y_b is only for the unpaired test (paired=False)")
         if b is None:
             b = scores_1d(score_b, is_case.size, name="score_b")
-        return _paired(is_case, a, b, alternative, level, direction)
+        codes = cluster_codes(groups, is_case.size)
+        return _paired(is_case, a, b, alternative, level, direction, codes, (n_permutations, seed))
+    if groups is not None:
+        raise StatsError("groups (patients) are only for the paired test")
     is_case_b = is_case if y_b is None else binary_labels(y_b, name="y_b")
     if b is None:
         b = scores_1d(score_b, is_case_b.size, name="score_b")
@@ -292,32 +324,64 @@ def delong_test(
     return _unpaired(is_case, a, is_case_b, b, alternative, level, direction)
 
 
-def _paired(is_case, a, b, alternative, level, direction) -> DeLongTest:
-    _need_two_each(is_case, "DeLong's paired test")
+def _paired(is_case, a, b, alternative, level, direction, codes, permutations) -> DeLongTest:
+    m = int(is_case.sum())
     x = oriented(np.vstack([a, b]), direction)
     theta, v10, v01 = placements(is_case, x)
-    cov = covariance_from_placements(theta, v10, v01)
     d = float(theta[0] - theta[1])
+    common = {
+        "auc_a": float(theta[0]),
+        "auc_b": float(theta[1]),
+        "difference": d,
+        "df": None,
+        "level": level,
+        "alternative": alternative,
+        "n_cases": m,
+        "n_controls": is_case.size - m,
+        "direction": direction,
+    }
+    method = "DeLong's test for two correlated ROC curves"
+    if codes is not None:
+        method += f" ({CLUSTERED_TEXT}, Obuchowski 1997)"
+    nan = float("nan")
+    if m < 2 or is_case.size - m < 2:
+        few = "1 case" if m < 2 else "1 control"
+        return DeLongTest(
+            **common, statistic=nan, p_value=nan, ci_lower=nan, ci_upper=nan,
+            method=method, note=f"test n/a: {few}",
+        )  # fmt: skip
+    if codes is None:
+        cov = covariance_from_placements(theta, v10, v01)
+    else:
+        psi = binary_influence(theta, v10, v01, is_case)
+        cov = influence_covariance(psi, is_case.astype(int), codes=codes)
     var_d = float(cov[0, 0] + cov[1, 1] - cov[0, 1] - cov[1, 0])
     sig = float(np.sqrt(max(var_d, 0.0)))
+    if sig == 0.0 and d != 0.0:
+        n_perm, seed = permutations
+        masks = _perm.swap_masks(codes, is_case.size, max(n_perm, _perm.MIN_PERMUTATIONS), seed)
+        xa, xb = _perm.swapped(x[0], x[1], masks)
+        null = auc_rows(is_case, xa) - auc_rows(is_case, xb)
+        return DeLongTest(
+            **common,
+            statistic=nan,
+            p_value=_perm.permutation_p(d, null, alternative),
+            ci_lower=nan,
+            ci_upper=nan,
+            method="Paired permutation test for two correlated ROC curves",
+            se=0.0,
+            note="DeLong not estimable (variance 0): paired permutation test",
+            n_permutations=int(null.size),
+        )
     z = ratio(d, sig)
     half = z_critical(level) * sig
-    m = int(is_case.sum())
     return DeLongTest(
-        auc_a=float(theta[0]),
-        auc_b=float(theta[1]),
-        difference=d,
+        **common,
         statistic=z,
-        df=None,
         p_value=normal_p_value(z, alternative),
         ci_lower=clip(d - half, -1.0, 1.0),
         ci_upper=clip(d + half, -1.0, 1.0),
-        level=level,
-        alternative=alternative,
-        method="DeLong's test for two correlated ROC curves",
-        n_cases=m,
-        n_controls=is_case.size - m,
-        direction=direction,
+        method=method,
         se=sig,
     )
 
@@ -334,9 +398,17 @@ def _unpaired(is_case_a, a, is_case_b, b, alternative, level, direction) -> DeLo
     se = float(np.sqrt(s_r + s_s))
     t = ratio(d, se)
     denom = s_r**2 / (n_r - 1) + s_s**2 / (n_s - 1)
-    df = float((s_r + s_s) ** 2 / denom) if denom > 0 else float("inf")
+    note = ""
+    if denom > 0:
+        df = float((s_r + s_s) ** 2 / denom)
+    else:  # both variances zero: no t distribution to refer to
+        df = float("nan")
+        note = "" if d == 0 else "DeLong not estimable (variance 0)"
     p = (1.0 if alternative == "two-sided" else 0.5) if t == 0.0 else t_p_value(t, df, alternative)
-    half = float(_sps.t.isf((1.0 - level) / 2.0, df)) * se
+    if denom > 0:
+        half = float(_sps.t.isf((1.0 - level) / 2.0, df)) * se
+    else:  # no variance: a zero difference is exactly known, any other is not estimable
+        half = 0.0 if d == 0 else float("nan")
     m_a, m_b = int(is_case_a.sum()), int(is_case_b.sum())
     return DeLongTest(
         auc_a=float(theta_a[0]),
@@ -356,4 +428,5 @@ def _unpaired(is_case_a, a, is_case_b, b, alternative, level, direction) -> DeLo
         se=se,
         n_cases_b=m_b,
         n_controls_b=is_case_b.size - m_b,
+        note=note,
     )

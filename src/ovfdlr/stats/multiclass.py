@@ -4,9 +4,11 @@ r"""One-vs-rest multi-class AUCs, macro and micro averages, and tests between tw
 negatives all others; the score is the probability column ``proba[:, k]`` (higher = class
 ``k``). Each per-class AUC has its DeLong CI (DeLong et al., Biometrics 1988).
 
-**Macro AUC** :math:`\bar\theta = \frac1K\sum_k \hat\theta_k`. Its variance uses DeLong's
-structural components, stratified by true class. For class ``k`` with :math:`m_k` positives and
-:math:`n_k` negatives, case ``i`` has the influence
+**Macro AUC** :math:`\bar\theta = \frac1K\sum_k \hat\theta_k`: the estimand is the mean of the
+K one-vs-rest AUCs *at the population's class mix* (each "rest" is a mixture of the other
+classes in their population proportions). Its variance uses DeLong's structural components.
+For class ``k`` with :math:`m_k` positives and :math:`n_k` negatives, case ``i`` has the
+influence
 
 .. math::
 
@@ -14,23 +16,37 @@ structural components, stratified by true class. For class ``k`` with :math:`m_k
                 (V_{01,k}(i) - \hat\theta_k) / n_k & y_i \ne k \end{cases},
     \qquad \psi(i) = \frac1K \sum_k \psi_k(i),
 
-so that :math:`\bar\theta - \theta \approx \sum_i \psi(i)`. The cases of each true class ``c``
-(:math:`n_c` of them) are an i.i.d. sample, the classes independent, hence
+so that :math:`\bar\theta - \theta \approx \sum_i \psi(i)`. With :math:`\bar\psi_c` and
+:math:`\widehat{\mathrm{var}}_c` the mean and sample variance (divisor :math:`n_c - 1`) of
+:math:`\psi` over the :math:`n_c` cases of true class ``c``, the default (unconditional)
+variance is
 
-.. math::  \widehat{\mathrm{Var}}(\bar\theta) = \sum_c n_c\, \widehat{\mathrm{var}}_c(\psi),
+.. math::  \widehat{\mathrm{Var}}(\bar\theta) = \sum_c n_c\,\widehat{\mathrm{var}}_c(\psi)
+           + \sum_c n_c\,\bar\psi_c^2,
 
-with :math:`\widehat{\mathrm{var}}_c` the sample variance (divisor :math:`n_c - 1`) over the
-cases of class ``c``. For two models on the same cases, :math:`\psi_d = \psi_A - \psi_B` gives
-the variance of the macro difference and
+the second term being the class mix's own sampling variation (cohorts of consecutive patients:
+the class counts are random); :math:`\bar\psi_c \ne 0` whenever the pairwise AUCs differ
+between classes, as they do for ordinal classes. ``variance="conditional"`` keeps the first
+term only: the variance conditional on the observed class counts. Clustered data (``groups``:
+several vertebrae of one patient) use the patient sums of :math:`\psi` (Obuchowski 1997); see
+:mod:`ovfdlr.stats.variance`. For two models on the same cases, :math:`\psi_d = \psi_A - \psi_B`
+gives the variance of the macro difference and
 :math:`z = (\bar\theta_A - \bar\theta_B)/\sqrt{\mathrm{Var}}`.
 
 With two classes and complementary columns ``[1 - s, s]`` both one-vs-rest problems are the
 same binary problem (:math:`\hat\theta_0 = \hat\theta_1`, :math:`\psi_0 = \psi_1`), the strata are
-the cases and the controls, and :math:`\sum_c n_c \mathrm{var}_c(\psi) = S_{10}/m + S_{01}/n`:
-the test is exactly DeLong's paired test.
+the cases and the controls, :math:`\bar\psi_c = 0`, and the variance is
+:math:`S_{10}/m + S_{01}/n`: the test is exactly DeLong's paired test.
 
 **Micro AUC**: the AUC of the flattened one-hot labels against the flattened probability matrix
-(scikit-learn's ``average="micro"``); its CI by a case-level bootstrap stratified by true class.
+(scikit-learn's ``average="micro"``); its CI by a patient bootstrap (patients resampled with
+replacement, not within classes).
+
+**Degenerate cases** never raise and never give an infinite statistic: a class with one case
+gives its AUC without a CI (``note``: ``"CI n/a: 1 case in class 1"``), a class with no case
+gives no AUC for that class and no macro AUC (``"AUC n/a: no case in class 2"``), a zero
+variance gives Newcombe's score interval (:func:`ovfdlr.stats.newcombe_interval`), and a test
+whose DeLong variance is zero is replaced by a paired permutation test.
 """
 
 from __future__ import annotations
@@ -42,7 +58,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ovfdlr.stats._bootstrap import block_labels, percentile_interval, stratified_indices
+from ovfdlr.stats import permutation as _perm
+from ovfdlr.stats._bootstrap import patient_weights, percentile_interval, weighted_auc
 from ovfdlr.stats._checks import (
     StatsError,
     alternative_text,
@@ -54,13 +71,22 @@ from ovfdlr.stats._checks import (
     clip,
     format_p,
     normal_p_value,
-    prefix,
     proba_matrix,
     ratio,
     z_critical,
 )
 from ovfdlr.stats.delong import auc_rows, covariance_from_placements, delong_test, placements
-from ovfdlr.stats.roc import AucCI, roc_curve
+from ovfdlr.stats.roc import METHOD_TEXT, AucCI, newcombe_interval, roc_curve
+from ovfdlr.stats.variance import (
+    CLUSTERED_TEXT,
+    UNCONDITIONAL,
+    VARIANCE_TEXT,
+    binary_influence,
+    check_variance,
+    cluster_codes,
+    influence_covariance,
+    too_few,
+)
 
 __all__ = [
     "MacroAucTest",
@@ -76,11 +102,12 @@ __all__ = [
 class MulticlassAUC:
     """Result of :func:`one_vs_rest`.
 
-    ``per_class``: DataFrame (class, auc, lower, upper, n_positive, n_negative) with DeLong
-    CIs. ``macro``: mean of the per-class AUCs, CI from the class-stratified DeLong variance.
-    ``micro``: AUC of the flattened one-hot labels, stratified-bootstrap CI. ``curves``: long
-    DataFrame (curve, fpr, tpr) with curves ``"class <k>"``, ``"macro"`` (pointwise mean of the
-    per-class curves: its area is the macro AUC) and ``"micro"``.
+    ``per_class``: DataFrame (class, auc, lower, upper, n_positive, n_negative, method, note)
+    with DeLong CIs. ``macro``: mean of the per-class AUCs, CI from the structural-component
+    variance (``macro.method`` names it). ``micro``: AUC of the flattened one-hot labels,
+    patient-bootstrap CI. ``curves``: long DataFrame (curve, fpr, tpr) with curves
+    ``"class <k>"``, ``"macro"`` (pointwise mean of the per-class curves: its area is the macro
+    AUC) and ``"micro"``. ``clustered``: whether some patient gave several cases.
     """
 
     per_class: pd.DataFrame
@@ -89,23 +116,19 @@ class MulticlassAUC:
     curves: pd.DataFrame
     level: float = 0.95
     cohort: str | None = None
+    clustered: bool = False
 
     def __str__(self) -> str:
         head = "One-vs-rest ROC analysis" + ("" if self.cohort is None else f", {self.cohort}")
-        lines = [head, f"{'class':>8} {'AUC':>7}  {self.level * 100:g}% CI (DeLong)  cases/rest"]
+        lines = [head, f"{'class':>8} {'AUC':>7}  {self.level * 100:g}% CI  cases/rest"]
         for row in self.per_class.itertuples(index=False):
+            ci = row.note or f"{row.lower:.4f}-{row.upper:.4f} ({row.method})"
             lines.append(
-                f"{row[0]!s:>8} {row.auc:7.4f}  {row.lower:.4f}-{row.upper:.4f}"
-                f"      {row.n_positive}/{row.n_negative}"
+                f"{row[0]!s:>8} {row.auc:7.4f}  {ci}      {row.n_positive}/{row.n_negative}"
             )
-        lines.append(
-            f"{'macro':>8} {self.macro.auc:7.4f}  {self.macro.lower:.4f}-{self.macro.upper:.4f}"
-            "      (DeLong, stratified by true class)"
-        )
-        lines.append(
-            f"{'micro':>8} {self.micro.auc:7.4f}  {self.micro.lower:.4f}-{self.micro.upper:.4f}"
-            "      (stratified bootstrap)"
-        )
+        for name, est in (("macro", self.macro), ("micro", self.micro)):
+            ci = est.note or f"{est.lower:.4f}-{est.upper:.4f}"
+            lines.append(f"{name:>8} {est.auc:7.4f}  {ci}      ({METHOD_TEXT[est.method]})")
         return "\n".join(lines)
 
 
@@ -113,8 +136,11 @@ class MulticlassAUC:
 class MacroAucTest:
     """Result of :func:`macro_auc_test` and :func:`bootstrap_macro_test`.
 
-    ``difference = macro_a - macro_b``; ``statistic`` the z statistic; ``ci_lower``/``ci_upper``
-    a two-sided interval for the difference at ``level`` (clipped to [-1, 1]).
+    ``difference = macro_a - macro_b``; ``statistic`` the z statistic (NaN when not
+    estimable; never infinite); ``ci_lower``/``ci_upper`` a two-sided interval for the
+    difference at ``level`` (clipped to [-1, 1]). ``note`` says why a test or CI is missing or
+    was replaced (e.g. ``"DeLong not estimable (variance 0): paired permutation test"``);
+    ``n_permutations`` is set when the p-value comes from the permutation test.
     """
 
     macro_a: float
@@ -130,17 +156,30 @@ class MacroAucTest:
     se: float = float("nan")
     class_counts: dict[int, int] = field(default_factory=dict)
     n_boot: int | None = None
+    note: str = ""
+    n_permutations: int | None = None
+    variance: str = UNCONDITIONAL
+    clustered: bool = False
+    n_patients: int | None = None
 
     def __str__(self) -> str:
         counts = ", ".join(f"class {k}: {v}" for k, v in self.class_counts.items())
         boot = "" if self.n_boot is None else f", {self.n_boot} replicates"
+        patients = "" if not self.clustered else f"; {self.n_patients} patients"
+        if self.n_permutations is not None:
+            stat = f"{self.n_permutations} permutations, {format_p(self.p_value)}"
+        elif self.note and np.isnan(self.p_value):
+            stat = self.note
+        else:
+            stat = f"Z = {self.statistic:.4g}, {format_p(self.p_value)}"
         return "\n".join(
             [
                 "",
                 f"\t{self.method}",
                 "",
-                f"data:  macro one-vs-rest AUC of A and B on the same cases ({counts}{boot})",
-                f"Z = {self.statistic:.4g}, {format_p(self.p_value)}",
+                f"data:  macro one-vs-rest AUC of A and B on the same cases "
+                f"({counts}{boot}{patients})",
+                stat,
                 alternative_text(self.alternative, "difference in macro AUC (A - B)"),
                 f"{self.level * 100:g} percent confidence interval (two-sided):",
                 f" {self.ci_lower:.7g} {self.ci_upper:.7g}",
@@ -155,8 +194,9 @@ class MacroAucTest:
 # shared checks and the structural components
 
 
-def _prepare(y, probas, classes, cohort, *, min_per_class: int = 1):
-    """Validate labels and probability matrices; return (classes, class index per case, mats)."""
+def _prepare(y, probas, classes, cohort, groups=None):
+    """Validate labels, probability matrices and patients; return
+    (classes, class index per case, matrices, patient codes or None)."""
     classes = check_classes(classes)
     yi = class_labels(y, classes, cohort=cohort)
     names = ["proba"] if len(probas) == 1 else ["proba_a", "proba_b"]
@@ -164,57 +204,56 @@ def _prepare(y, probas, classes, cohort, *, min_per_class: int = 1):
         proba_matrix(p, yi.size, len(classes), name=nm, cohort=cohort)
         for p, nm in zip(probas, names, strict=True)
     ]
+    return classes, yi, mats, cluster_codes(groups, yi.size, cohort)
+
+
+def _class_names(classes: tuple[int, ...]) -> list[str]:
+    return [f"class {k}" for k in classes]
+
+
+def _absent(yi: np.ndarray, classes: tuple[int, ...]) -> str:
+    """'no case in class k' for the first class without a case ("" when all are present)."""
     counts = np.bincount(yi, minlength=len(classes))
-    for k, c in zip(classes, counts, strict=True):
-        if c == 0:
-            raise StatsError(
-                f"{prefix(cohort)}class {k} has no cases; one-vs-rest AUC for class {k} "
-                "cannot be estimated"
-            )
-    if min_per_class > 1:
-        for k, c in zip(classes, counts, strict=True):
-            if c < min_per_class:
-                raise StatsError(
-                    f"{prefix(cohort)}class {k} has only {c} case; its one-vs-rest DeLong "
-                    f"variance needs at least {min_per_class} cases in every class"
-                )
-    return classes, yi, mats
+    missing = [str(k) for k, c in zip(classes, counts, strict=True) if c == 0]
+    return f"no case in class {', '.join(missing)}" if missing else ""
 
 
 def _components(yi: np.ndarray, mats: Sequence[np.ndarray], n_classes: int):
-    """Per-class AUCs (models, K), DeLong variances (models, K) and macro influences (models, n).
-
-    Every model's column ``k`` is scored against the same labels, so one pooled sort per class
-    serves all models.
-    """
+    """Per-class AUCs (models, K) (NaN for a class without a case) and the per-class
+    influences (K, models, n); every model's column ``k`` is scored against the same labels,
+    so one pooled sort per class serves all models."""
     n_models = len(mats)
-    aucs = np.empty((n_models, n_classes))
-    variances = np.empty((n_models, n_classes))
-    psi = np.zeros((n_models, yi.size))
+    aucs = np.full((n_models, n_classes), np.nan)
+    psi = np.zeros((n_classes, n_models, yi.size))
+    parts = []
     for k in range(n_classes):
         is_pos = yi == k
+        if not is_pos.any() or is_pos.all():
+            parts.append(None)
+            continue
         x = np.vstack([p[:, k] for p in mats])
         theta, v10, v01 = placements(is_pos, x)
         aucs[:, k] = theta
-        variances[:, k] = np.diag(covariance_from_placements(theta, v10, v01))
-        m = v10.shape[1]
-        n = v01.shape[1]
-        psi[:, is_pos] += (v10 - theta[:, None]) / m
-        psi[:, ~is_pos] += (v01 - theta[:, None]) / n
-    return aucs, variances, psi / n_classes
+        psi[k] = binary_influence(theta, v10, v01, is_pos)
+        parts.append((theta, v10, v01))
+    return aucs, psi, parts
 
 
-def _stratified_variance(psi: np.ndarray, yi: np.ndarray, n_classes: int) -> float:
-    """:math:`\\sum_c n_c \\mathrm{var}_c(\\psi)` with the sample variance (ddof=1) per class."""
-    total = 0.0
-    for c in range(n_classes):
-        vals = psi[yi == c]
-        dev = vals - vals.mean()
-        total += vals.size * float(dev @ dev) / (vals.size - 1)
-    return total
+def _interval(auc: float, var: float, sizes, level: float, method: str) -> AucCI:
+    """Wald interval from a variance; Newcombe's score interval when the variance is 0."""
+    if var <= 0:
+        lo, hi = newcombe_interval(auc, sizes, level)
+        return AucCI(auc, lo, hi, level, "newcombe-score")
+    half = z_critical(level) * float(np.sqrt(var))
+    return AucCI(auc, clip(auc - half, 0.0, 1.0), clip(auc + half, 0.0, 1.0), level, method)
 
 
-# --------------------------------------------------------------------------------------------
+def _macro_method(variance: str, codes) -> str:
+    if codes is not None:
+        return "delong-macro-clustered"
+    return "delong-macro" if variance == UNCONDITIONAL else "delong-macro-conditional"
+
+
 # curves
 
 
@@ -259,6 +298,7 @@ def _curves(yi: np.ndarray, proba: np.ndarray, classes: tuple[int, ...]) -> pd.D
 
 
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 # public functions
 
 
@@ -271,59 +311,101 @@ def one_vs_rest(
     cohort: str | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    groups: Any = None,
+    variance: str = UNCONDITIONAL,
+    curves: bool = True,
 ) -> MulticlassAUC:
-    """One-vs-rest AUCs with DeLong CIs, the macro AUC (stratified DeLong CI) and micro AUC.
+    """One-vs-rest AUCs with DeLong CIs, the macro AUC with its CI, and the micro AUC.
 
     ``y``: true classes, each one of ``classes``; ``proba``: (n, K) probabilities, column ``k``
-    for ``classes[k]``. Macro AUC :math:`\\frac1K\\sum_k\\hat\\theta_k` with
-    :math:`\\mathrm{Var} = \\sum_c n_c \\mathrm{var}_c(\\psi)` (see the module docstring; DeLong
-    et al., Biometrics 1988; Sun & Xu, IEEE SPL 2014). Micro AUC as scikit-learn's
-    ``roc_auc_score(..., average="micro")``, its percentile CI from ``n_boot`` case-level
-    bootstrap replicates stratified by true class (seeded). A class without cases raises
-    :class:`StatsError` naming ``cohort`` and the class; DeLong CIs need two cases per class.
+    for ``classes[k]``; ``groups``: the patient of each case (clustered variances when a
+    patient has several cases). Macro AUC :math:`\\frac1K\\sum_k\\hat\\theta_k` with the
+    structural-component variance of the module docstring (``variance``: ``"unconditional"``,
+    at the population's class mix, or ``"conditional"`` on the class counts; DeLong et al.,
+    Biometrics 1988; Obuchowski, Biometrics 1997). Micro AUC as scikit-learn's
+    ``roc_auc_score(..., average="micro")``, its percentile CI from ``n_boot`` patient-bootstrap
+    replicates (seeded). Point estimates are always given; a CI that cannot be estimated has
+    NaN bounds and a ``note`` (one case in a class, a class without cases). ``curves=False``
+    leaves the ROC curves out (an empty table), for callers that need the numbers only.
     """
     level = check_level(level)
     n_boot = check_n_boot(n_boot)
-    classes, yi, (p,) = _prepare(y, [proba], classes, cohort, min_per_class=2)
+    variance = check_variance(variance)
+    classes, yi, (p,), codes = _prepare(y, [proba], classes, cohort, groups)
     n_classes = len(classes)
-    aucs, variances, psi = _components(yi, [p], n_classes)
-    zc = z_critical(level)
+    names = _class_names(classes)
+    aucs, psi, parts = _components(yi, [p], n_classes)
     counts = np.bincount(yi, minlength=n_classes)
     rows = []
     for k, label in enumerate(classes):
+        n_rest = int(yi.size - counts[k])
+        base = {"class": label, "n_positive": int(counts[k]), "n_negative": n_rest}
+        if parts[k] is None:
+            rows.append(base | _no_ci(np.nan, f"AUC n/a: no case in class {label}"))
+            continue
         auc = float(aucs[0, k])
-        half = zc * float(np.sqrt(variances[0, k]))
-        rows.append(
-            {
-                "class": label,
-                "auc": auc,
-                "lower": clip(auc - half, 0.0, 1.0),
-                "upper": clip(auc + half, 0.0, 1.0),
-                "n_positive": int(counts[k]),
-                "n_negative": int(yi.size - counts[k]),
-            }
-        )
-    per_class = pd.DataFrame(rows)
-    macro_auc = float(aucs[0].mean())
-    half = zc * float(np.sqrt(_stratified_variance(psi[0], yi, n_classes)))
-    macro = AucCI(
-        macro_auc,
-        clip(macro_auc - half, 0.0, 1.0),
-        clip(macro_auc + half, 0.0, 1.0),
-        level,
-        "delong-stratified",
-    )
-    # micro: flattened one-hot labels; stratified resampling keeps every column's class fixed
-    onehot = yi[:, None] == np.arange(n_classes)[None, :]
-    micro_auc = float(placements(onehot.ravel(), p.ravel()[None, :])[0][0])
-    strata = [np.flatnonzero(yi == c) for c in range(n_classes)]
-    idx = stratified_indices(strata, n_boot, np.random.default_rng(seed))
-    block = block_labels(strata)
-    labels = (block[:, None] == np.arange(n_classes)[None, :]).ravel()
-    boot = auc_rows(labels, p[idx].reshape(n_boot, -1))
+        is_pos = yi == k
+        few = too_few(is_pos.astype(int), None, ["the rest", f"class {label}"])
+        if few:
+            rows.append(base | _no_ci(auc, f"CI n/a: {few}"))
+            continue
+        if codes is None:
+            var = float(covariance_from_placements(*parts[k])[0, 0])
+            method = "delong"
+        else:
+            var = float(influence_covariance(psi[k][:1], is_pos.astype(int), codes=codes)[0, 0])
+            method = "delong-clustered"
+        ci = _interval(auc, var, [(int(counts[k]), int(yi.size - counts[k]))], level, method)
+        rows.append(base | {"auc": auc, "lower": ci.lower, "upper": ci.upper})
+        rows[-1] |= {"method": ci.method, "note": ""}
+    per_class = pd.DataFrame(rows)[
+        ["class", "auc", "lower", "upper", "n_positive", "n_negative", "method", "note"]
+    ]
+    macro = _macro_ci(aucs[0], psi[:, 0].mean(axis=0), yi, codes, counts, names, level, variance)
+    micro = _micro_ci(yi, p, codes, n_boot, seed, level)
+    table = _curves(yi, p, classes) if curves and not _absent(yi, classes) else _no_curves()
+    return MulticlassAUC(per_class, macro, micro, table, level, cohort, codes is not None)
+
+
+def _no_ci(auc: float, note: str) -> dict:
+    return {"auc": auc, "lower": np.nan, "upper": np.nan, "method": "none", "note": note}
+
+
+def _no_curves() -> pd.DataFrame:
+    return pd.DataFrame({"curve": [], "fpr": [], "tpr": []})
+
+
+def _macro_ci(aucs, psi, yi, codes, counts, names, level, variance) -> AucCI:
+    nan = float("nan")
+    absent = [names[k] for k in range(len(names)) if counts[k] == 0]
+    if absent:
+        note = f"AUC n/a: no case in {', '.join(absent)}"
+        return AucCI(nan, nan, nan, level, "none", note)
+    auc = float(np.mean(aucs))
+    few = too_few(yi, codes, names, variance)
+    if few:
+        return AucCI(auc, nan, nan, level, "none", f"CI n/a: {few}")
+    try:
+        var = float(influence_covariance(psi, yi, variance=variance, codes=codes)[0, 0])
+    except StatsError as exc:  # the conditional variance refused for clustered data
+        return AucCI(auc, nan, nan, level, "none", f"CI n/a: {exc}")
+    sizes = [(int(c), int(yi.size - c)) for c in counts]
+    return _interval(auc, var, sizes, level, _macro_method(variance, codes))
+
+
+def _micro_ci(yi, p, codes, n_boot, seed, level) -> AucCI:
+    n_classes = p.shape[1]
+    onehot = (yi[:, None] == np.arange(n_classes)[None, :]).ravel()
+    auc = float(placements(onehot, p.ravel()[None, :])[0][0])
+    weights = patient_weights(codes, yi.size, n_boot, np.random.default_rng(seed))
+    boot = weighted_auc(onehot, p.ravel(), np.repeat(weights, n_classes, axis=1))
     lo, hi = percentile_interval(boot, level)
-    micro = AucCI(micro_auc, clip(lo, 0.0, 1.0), clip(hi, 0.0, 1.0), level, "bootstrap")
-    return MulticlassAUC(per_class, macro, micro, _curves(yi, p, classes), level, cohort)
+    return AucCI(auc, clip(lo, 0.0, 1.0), clip(hi, 0.0, 1.0), level, "patient-bootstrap")
+
+
+def _test_method(variance: str, codes) -> str:
+    how = CLUSTERED_TEXT if codes is not None else VARIANCE_TEXT[variance]
+    return f"DeLong's test for two correlated macro-average one-vs-rest AUCs (variance {how})"
 
 
 def macro_auc_test(
@@ -335,42 +417,98 @@ def macro_auc_test(
     alternative: str = "two-sided",
     level: float = 0.95,
     cohort: str | None = None,
+    groups: Any = None,
+    variance: str = UNCONDITIONAL,
+    n_permutations: int = _perm.MIN_PERMUTATIONS,
+    seed: int = 0,
 ) -> MacroAucTest:
     """Paired test of two models' macro one-vs-rest AUCs on the same cases.
 
-    :math:`z = (\\bar\\theta_A - \\bar\\theta_B) / \\sqrt{\\sum_c n_c \\mathrm{var}_c(\\psi_A -
-    \\psi_B)}` with the class-stratified DeLong structural components :math:`\\psi` of the
-    module docstring; p-value from the normal distribution for ``alternative`` (about
-    ``macro_a - macro_b``), CI :math:`d \\pm z_{1-\\alpha/2}\\,\\mathrm{se}`. With two classes and
-    complementary probability columns it is exactly DeLong's paired test (DeLong et al.,
-    Biometrics 1988).
+    Estimand: the difference in macro AUC at the population's class mix (default) or
+    conditional on the class counts (``variance="conditional"``).
+    :math:`z = (\\bar\\theta_A - \\bar\\theta_B) / \\sqrt{\\mathrm{Var}(\\psi_A - \\psi_B)}`
+    with the structural components and variances of the module docstring (clustered by
+    patient when ``groups`` has a patient with several cases); p-value from the normal
+    distribution for ``alternative`` (about ``macro_a - macro_b``), CI
+    :math:`d \\pm z_{1-\\alpha/2}\\,\\mathrm{se}`. With two classes and complementary probability
+    columns it is exactly DeLong's paired test (DeLong et al., Biometrics 1988). A zero variance
+    with a non-zero difference: "DeLong not estimable", and ``n_permutations`` seeded paired
+    permutations give the p-value (:mod:`ovfdlr.stats.permutation`). A class with fewer than
+    two cases: no test, the ``note`` says why.
     """
     alternative = check_alternative(alternative)
     level = check_level(level)
-    classes, yi, mats = _prepare(y, [proba_a, proba_b], classes, cohort, min_per_class=2)
+    variance = check_variance(variance)
+    classes, yi, mats, codes = _prepare(y, [proba_a, proba_b], classes, cohort, groups)
     n_classes = len(classes)
-    aucs, _, psi = _components(yi, mats, n_classes)
+    aucs, psi, _ = _components(yi, mats, n_classes)
     macro_a, macro_b = float(aucs[0].mean()), float(aucs[1].mean())
     d = macro_a - macro_b
-    se = float(np.sqrt(max(_stratified_variance(psi[0] - psi[1], yi, n_classes), 0.0)))
+    counts = np.bincount(yi, minlength=n_classes)
+    nan = float("nan")
+    common = {
+        "macro_a": macro_a,
+        "macro_b": macro_b,
+        "difference": d,
+        "level": level,
+        "alternative": alternative,
+        "class_counts": {k: int(c) for k, c in zip(classes, counts, strict=True)},
+        "variance": variance,
+        "clustered": codes is not None,
+        "n_patients": None if codes is None else int(codes.max()) + 1,
+    }
+    method = _test_method(variance, codes)
+    few = _absent(yi, classes) or too_few(yi, codes, _class_names(classes), variance)
+    if few:
+        return MacroAucTest(
+            **common, statistic=nan, p_value=nan, ci_lower=nan, ci_upper=nan, method=method,
+            note=f"test n/a: {few}",
+        )  # fmt: skip
+    psi_d = psi[:, 0].mean(axis=0) - psi[:, 1].mean(axis=0)
+    try:
+        var = float(influence_covariance(psi_d, yi, variance=variance, codes=codes)[0, 0])
+    except StatsError as exc:
+        return MacroAucTest(
+            **common, statistic=nan, p_value=nan, ci_lower=nan, ci_upper=nan, method=method,
+            note=f"test n/a: {exc}",
+        )  # fmt: skip
+    se = float(np.sqrt(max(var, 0.0)))
+    if se == 0.0 and d != 0.0:
+        null = _permutation_null(yi, mats, codes, n_permutations, seed)
+        return MacroAucTest(
+            **common,
+            statistic=nan,
+            p_value=_perm.permutation_p(d, null, alternative),
+            ci_lower=nan,
+            ci_upper=nan,
+            method="Paired permutation test for two correlated macro-average one-vs-rest AUCs",
+            se=0.0,
+            note="DeLong not estimable (variance 0): paired permutation test",
+            n_permutations=int(null.size),
+        )
     z = ratio(d, se)
     half = z_critical(level) * se
-    counts = np.bincount(yi, minlength=n_classes)
     return MacroAucTest(
-        macro_a=macro_a,
-        macro_b=macro_b,
-        difference=d,
+        **common,
         statistic=z,
         p_value=normal_p_value(z, alternative),
         ci_lower=clip(d - half, -1.0, 1.0),
         ci_upper=clip(d + half, -1.0, 1.0),
-        level=level,
-        alternative=alternative,
-        method="DeLong's test for two correlated macro-average one-vs-rest AUCs "
-        "(structural components stratified by true class)",
+        method=method,
         se=se,
-        class_counts={k: int(c) for k, c in zip(classes, counts, strict=True)},
     )
+
+
+def _permutation_null(yi, mats, codes, n_permutations, seed) -> np.ndarray:
+    """Macro-AUC differences under patient-wise swaps of the two models' probability rows."""
+    n_perm = max(int(n_permutations), _perm.MIN_PERMUTATIONS)
+    masks = _perm.swap_masks(codes, yi.size, n_perm, seed)
+    n_classes = mats[0].shape[1]
+    null = np.zeros(n_perm)
+    for k in range(n_classes):
+        xa, xb = _perm.swapped(mats[0][:, k], mats[1][:, k], masks)
+        null += auc_rows(yi == k, xa) - auc_rows(yi == k, xb)
+    return null / n_classes
 
 
 def bootstrap_macro_test(
@@ -384,35 +522,48 @@ def bootstrap_macro_test(
     level: float = 0.95,
     classes: Sequence[int] = (0, 1, 2),
     cohort: str | None = None,
+    groups: Any = None,
 ) -> MacroAucTest:
-    """Paired bootstrap test of two macro AUCs, resampling cases within each true class.
+    """Paired bootstrap test of two macro AUCs, resampling patients.
 
-    Each of the ``n_boot`` replicates (seeded) resamples the cases of every class with
-    replacement, keeping the class sizes, and recomputes both macro AUCs on the same resampled
-    cases. :math:`z = d / \\mathrm{sd}(d^*)` (sample sd of the replicate differences) with a
-    normal p-value, as pROC's ``roc.test(method = "bootstrap")``; the CI is the percentile
-    interval of :math:`d^*` (Efron & Tibshirani, An Introduction to the Bootstrap, 1993).
+    Each of the ``n_boot`` replicates (seeded) draws the patients with replacement from all
+    patients alike (not within classes, so the class mix varies as between cohorts; all of a
+    patient's vertebrae together: ``groups``) and recomputes both macro AUCs on the same
+    resampled cases. Replicates that lack a class are left out (counted in ``note``).
+    :math:`z = d / \\mathrm{sd}(d^*)` (sample sd of the replicate differences) with a normal
+    p-value, as pROC's ``roc.test(method = "bootstrap")``; the CI is the percentile interval of
+    :math:`d^*` (Efron & Tibshirani, An Introduction to the Bootstrap, 1993).
     """
     alternative = check_alternative(alternative)
     level = check_level(level)
     n_boot = check_n_boot(n_boot)
-    classes, yi, mats = _prepare(y, [proba_a, proba_b], classes, cohort, min_per_class=1)
+    classes, yi, mats, codes = _prepare(y, [proba_a, proba_b], classes, cohort, groups)
     n_classes = len(classes)
     aucs, _, _ = _components(yi, mats, n_classes)
     macro_a, macro_b = float(aucs[0].mean()), float(aucs[1].mean())
     d = macro_a - macro_b
-    strata = [np.flatnonzero(yi == c) for c in range(n_classes)]
-    idx = stratified_indices(strata, n_boot, np.random.default_rng(seed))
-    block = block_labels(strata)
-    boot = np.zeros((2, n_boot))
-    for k in range(n_classes):
-        x = np.vstack([mats[0][:, k][idx], mats[1][:, k][idx]])
-        boot += auc_rows(block == k, x).reshape(2, n_boot)
-    diffs = (boot[0] - boot[1]) / n_classes
-    sd = float(np.std(diffs, ddof=1))
-    z = ratio(d, sd)
-    lo, hi = percentile_interval(diffs, level)
     counts = np.bincount(yi, minlength=n_classes)
+    groups_or_cases = None if groups is None else np.asarray(groups)
+    weights = patient_weights(groups_or_cases, yi.size, n_boot, np.random.default_rng(seed))
+    diffs = np.zeros(n_boot)
+    for k in range(n_classes):
+        is_pos = yi == k
+        diffs += weighted_auc(is_pos, mats[0][:, k], weights)
+        diffs -= weighted_auc(is_pos, mats[1][:, k], weights)
+    diffs /= n_classes
+    finite = diffs[np.isfinite(diffs)]
+    dropped = n_boot - finite.size
+    note = "" if not dropped else f"{dropped} of {n_boot} replicates lacked a class"
+    nan = float("nan")
+    if finite.size < 2 or _absent(yi, classes):
+        sd, z, lo, hi = nan, nan, nan, nan
+        note = f"test n/a: {_absent(yi, classes) or 'fewer than 2 usable replicates'}"
+    else:
+        sd = float(np.std(finite, ddof=1))
+        z = ratio(d, sd)
+        lo, hi = percentile_interval(finite, level)
+        if np.isnan(z):
+            note = "bootstrap not estimable (replicate differences all equal)"
     return MacroAucTest(
         macro_a=macro_a,
         macro_b=macro_b,
@@ -424,10 +575,13 @@ def bootstrap_macro_test(
         level=level,
         alternative=alternative,
         method="Bootstrap test for two correlated macro-average one-vs-rest AUCs "
-        "(stratified by true class)",
+        "(patients resampled)",
         se=sd,
         class_counts={k: int(c) for k, c in zip(classes, counts, strict=True)},
         n_boot=n_boot,
+        note=note,
+        clustered=codes is not None,
+        n_patients=None if codes is None else int(codes.max()) + 1,
     )
 
 
@@ -440,19 +594,36 @@ def per_class_tests(
     alternative: str = "two-sided",
     level: float = 0.95,
     cohort: str | None = None,
+    groups: Any = None,
+    n_permutations: int = _perm.MIN_PERMUTATIONS,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """One paired DeLong test per class, one-vs-rest on ``proba_a[:, k]`` vs ``proba_b[:, k]``.
 
-    Columns: class, auc_a, auc_b, difference, z, p_value, ci_lower, ci_upper (see
-    :func:`ovfdlr.stats.delong_test`; DeLong et al., Biometrics 1988). The p-values are not
+    Columns: class, auc_a, auc_b, difference, z, p_value, ci_lower, ci_upper, method, note (see
+    :func:`ovfdlr.stats.delong_test`, clustered by patient with ``groups``; DeLong et al.,
+    Biometrics 1988). A class without cases gives a row with its note. The p-values are not
     adjusted for the K comparisons.
     """
     alternative = check_alternative(alternative)
     level = check_level(level)
-    classes, yi, (pa, pb) = _prepare(y, [proba_a, proba_b], classes, cohort, min_per_class=2)
+    classes, yi, (pa, pb), _ = _prepare(y, [proba_a, proba_b], classes, cohort)
     rows = []
     for k, label in enumerate(classes):
-        t = delong_test(yi == k, pa[:, k], pb[:, k], alternative=alternative, level=level)
+        is_pos = yi == k
+        if not is_pos.any():
+            rows.append({"class": label, "note": f"test n/a: no case in class {label}"})
+            continue
+        t = delong_test(
+            is_pos,
+            pa[:, k],
+            pb[:, k],
+            alternative=alternative,
+            level=level,
+            groups=groups,
+            n_permutations=n_permutations,
+            seed=seed,
+        )
         rows.append(
             {
                 "class": label,
@@ -463,6 +634,9 @@ def per_class_tests(
                 "p_value": t.p_value,
                 "ci_lower": t.ci_lower,
                 "ci_upper": t.ci_upper,
+                "method": t.method,
+                "note": t.note.replace("1 case", f"1 case in class {label}"),
             }
         )
-    return pd.DataFrame(rows)
+    columns = ["class", "auc_a", "auc_b", "difference", "z", "p_value", "ci_lower", "ci_upper"]
+    return pd.DataFrame(rows, columns=[*columns, "method", "note"])
