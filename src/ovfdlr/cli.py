@@ -235,12 +235,13 @@ def _run_and_summarise(config, out: Path) -> None:
 
         table = pd.read_csv(comparison)
         for test, title in (
-            (MACRO_TEST, "Arm comparison (macro AUC, stratified DeLong)"),
+            (MACRO_TEST, "Arm comparison (macro AUC, DeLong at the population's class mix)"),
             (BINARY_TEST, "Arm comparison (AUC, paired DeLong)"),
         ):
             rows = table[table["test"] == test]
             if len(rows):
                 columns = ["cohort", "scoring", "arm_a", "arm_b", "auc_a", "auc_b", "p_value"]
+                columns += [c for c in ("p_adjusted", "family") if c in rows.columns]
                 print_frame(rows[columns].round(4), title, index=False)
     for arm, info in payload["arms"].items():
         deep = info.get("deep")
@@ -668,7 +669,8 @@ def compare(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap cross-check.")] = 0,
 ) -> None:
     """Paired tests between two arms' chosen models on each cohort: per-class DeLong and the
-    macro-AUC test (stratified DeLong, with a paired bootstrap cross-check)."""
+    macro-AUC test (DeLong at the population's class mix, with a paired patient-bootstrap
+    cross-check), on the cohorts that played no part in fitting or choosing."""
     from ovfdlr.arm import compare_dirs
 
     try:

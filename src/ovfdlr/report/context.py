@@ -336,8 +336,11 @@ def comparison_tables(
         for number, (_, row) in enumerate(pair.iterrows(), start=2):
             try:
                 p = fmt.p_value(row.get("p_value"))
+                p_holm = fmt.p_value(row.get("p_adjusted"))
             except ValueError as exc:
                 raise ReportError(f"{path}, row {number}: {exc}") from exc
+            notes = [row.get("selection"), row.get("note")]
+            note = "; ".join(str(n) for n in notes if not fmt.is_missing(n) and str(n))
             rows.append(
                 [
                     view_label(str(row["cohort"]), str(row["scoring"])),
@@ -349,7 +352,9 @@ def comparison_tables(
                     fmt.estimate(row.get("difference"), row.get("ci_lower"), row.get("ci_upper")),
                     fmt.number(row.get("statistic"), 2),
                     p,
-                    "" if fmt.is_missing(row.get("note")) else str(row["note"]),
+                    p_holm,
+                    "" if fmt.is_missing(row.get("family")) else str(row["family"]),
+                    note,
                 ]
             )
         columns = [
@@ -362,6 +367,8 @@ def comparison_tables(
             "difference (95% CI)",
             "statistic",
             "p",
+            "p (Holm)",
+            "family",
             "note",
         ]
         tables.append((f"{arm_a} vs {arm_b}", Table(columns, rows, run.link(path))))
