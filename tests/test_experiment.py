@@ -33,7 +33,8 @@ LIGHT_PARAMS = {
 
 def small_experiment(folder: Path, cohort_manifest: Path, cache: Path) -> Path:
     """Two arms (radiomics + morphometry; the same with untrained ResNet-50 features, PCA 8),
-    two quick classifiers, light radiomics settings."""
+    two quick classifiers, light radiomics settings, no nested cross-validation (the binary
+    run of test_labels.py is the end-to-end run with it)."""
     (folder / "light.yaml").write_text(yaml.safe_dump(LIGHT_PARAMS))
     config = {
         "name": "small",
@@ -44,6 +45,7 @@ def small_experiment(folder: Path, cohort_manifest: Path, cache: Path) -> Path:
             {"name": "deep", "deep": {"weights": "random:0", "pca": 8}},
         ],
         "models": {"classifiers": ["lr", "rf"], "quick": True, "folds": 3},
+        "evaluation": {"nested_cv": False},
         "seed": 0,
         "jobs": 2,
         "cache": str(cache),
@@ -156,6 +158,20 @@ def test_small_end_to_end_run(finished_run):
     assert deep.shape[1] == 8 and deep.columns[0] == "dtl-deep_pc000"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["compare"] == [["radiomics", "deep"]]
+    from ovfdlr.experiment import summary_table  # what `ovfdlr run` prints
+
+    table = summary_table(run, payload)
+    nested = table[table["cohort"] == "train (nested cv)"]
+    assert list(nested["arm"]) == ["radiomics", "deep"]
+    assert set(nested["macro AUC (95% CI)"]) == {
+        "not run: switched off (evaluation.nested_cv: false)"
+    }
+    assert list(table["cohort"])[:4] == [
+        "train (apparent)",
+        "train (out-of-fold)",
+        "train (nested cv)",
+        "internal",
+    ]
 
 
 @pytest.mark.slow
@@ -462,6 +478,8 @@ def test_finetuned_arm_bundle_round_trip(cohort_60, tmp_path):
     result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
+    nested = json.loads((run / "arms" / "tuned" / "arm.json").read_text())["nested_cv"]
+    assert not nested["ran"] and "not run for a fine-tuned arm" in nested["reason"]
     bundle = load_bundle(run / "bundles" / "tuned")
     assert {"finetuned.safetensors", "pca.npz"} <= set(bundle.meta["files"])
     assert bundle.meta["feature_sets"]["deep"]["normalization"] == "radimagenet-torch"

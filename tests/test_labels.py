@@ -144,7 +144,7 @@ LIGHT = {
 }
 
 
-def _run(tmp_path, scheme: str):
+def _run(tmp_path, scheme: str, *, nested: bool = False):
     folder = tmp_path / scheme
     result = runner.invoke(
         app, ["synth", "--out", str(folder / "cohort"), "--n", "60", "--seed", "1",
@@ -159,6 +159,7 @@ def _run(tmp_path, scheme: str):
         "radiomics": {"params": "light.yaml"},
         "arms": [{"name": "image"}],
         "models": {"classifiers": ["lr", "rf"], "quick": True, "folds": 3},
+        "evaluation": {"nested_cv": nested},
         "preview": False,
         "jobs": 2,
         "cache": str(tmp_path / "cache"),
@@ -194,16 +195,42 @@ def test_genant_run_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_binary_run_end_to_end(tmp_path):
-    run, _ = _run(tmp_path, "binary")
+    """A two-class run, the one end-to-end run of the suite with nested cross-validation on."""
+    run, output = _run(tmp_path, "binary", nested=True)
     performance = pd.read_csv(run / "arms" / "image" / "tables" / "performance.csv")
     preds = pd.read_parquet(run / "arms" / "image" / "predictions.parquet")
     assert [c for c in preds.columns if c.startswith("p") and c[1:].isdigit()] == ["p0", "p1"]
     chosen = json.loads((run / "arms" / "image" / "arm.json").read_text())["chosen"]
     row = performance.query("classifier == @chosen and cohort == 'internal'").iloc[0]
     rows = preds[(preds["classifier"] == chosen) & (preds["cohort"] == "internal")]
-    plain = stats.auc_ci(rows["label"].astype(int) == 1, rows["p1"])
+    # the plain ROC AUC of class 1 with DeLong's CI, clustered by the manifest's patients
+    manifest = pd.read_csv(run.parent / "cohort" / "manifest.csv", index_col="case_id")
+    patients = manifest.loc[rows.index, "patient_id"].astype(str)
+    plain = stats.auc_ci(rows["label"].astype(int) == 1, rows["p1"], groups=patients)
     assert row.macro_auc == pytest.approx(plain.auc, abs=1e-12)
     assert row.macro_auc_lower == pytest.approx(plain.lower, abs=1e-12)
+    assert row.auc_ci_method == plain.method
+
+    # nested cross-validation: the arm record, the performance table, the console summary
+    arm = json.loads((run / "arms" / "image" / "arm.json").read_text())
+    assert arm["nested_cv"]["ran"] and len(arm["nested_cv"]["folds"]) == 3
+    assert {"chosen", "inner_cv_auc", "n_test"} <= set(arm["nested_cv"]["folds"][0])
+    nested = arm["macro_auc"]["train (nested cv)"]["auc"]
+    row = performance.query("classifier == @chosen and scoring == 'nested-cv'").iloc[0]
+    assert row.cohort == "train" and row.macro_auc == pytest.approx(nested, abs=1e-12)
+    rows = preds[(preds["classifier"] == chosen) & (preds["scoring"] == "nested-cv")]
+    assert rows.index.is_unique and len(rows) == sum(f["n_test"] for f in arm["nested_cv"]["folds"])
+    assert stats.roc_auc(rows["label"].astype(int) == 1, rows["p1"]) == pytest.approx(nested)
+    from ovfdlr.experiment import summary_table  # what `ovfdlr run` prints
+
+    table = summary_table(run, json.loads((run / "run.json").read_text()))
+    assert list(table["cohort"])[:3] == [
+        "train (apparent)",
+        "train (out-of-fold)",
+        "train (nested cv)",
+    ]
+    assert table["macro AUC (95% CI)"].iloc[2].startswith(f"{nested:.3f} (")
+    assert "Chosen model per arm" in output
 
 
 def test_synthetic_labels_follow_the_truth():

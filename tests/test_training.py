@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ovfdlr.classifiers import CLASSIFIERS, make_classifier
 from ovfdlr.cli import app
-from ovfdlr.evaluation import evaluate
+from ovfdlr.evaluation import BOOTSTRAP_TEST, MACRO_TEST, PER_CLASS_TEST, evaluate
 from ovfdlr.explain import explain
 from ovfdlr.modelio import ModelFileError, load_model
 from ovfdlr.training import (
@@ -107,11 +107,15 @@ def test_choice_on_internal_never_looks_at_external(data):
 def test_evaluation_tables_and_missing_class(fitted, data):
     features, cohort = data
     preds = predictions(fitted, features, cohort)
-    # an external cohort without class 1 cannot give a class-1 AUC: it says so, it does not crash
+    # an external cohort without class 1 cannot give a class-1 AUC or a macro AUC: it says so,
+    # keeps its accuracy and the other classes' AUCs, and does not crash
     keep = ~((preds["cohort"] == "external") & (preds["label"] == 1))
     evaluation = evaluate(preds[keep], fitted.chosen)
     external = evaluation.performance[evaluation.performance["cohort"] == "external"]
-    assert external["note"].str.contains("cohort external: class 1 has no cases").all()
+    assert (external["note"] == "AUC n/a: no case in class 1").all()
+    assert external["macro_auc"].isna().all() and external["accuracy"].between(0, 1).all()
+    per_class = evaluation.per_class[evaluation.per_class["cohort"] == "external"]
+    assert per_class.loc[per_class["class"] != 1, "auc"].between(0, 1).all()
     internal = evaluation.performance[evaluation.performance["cohort"] == "internal"]
     assert (internal["macro_auc"].between(0, 1)).all() and (internal["note"] == "").all()
     assert {"argmax", "youden"} <= set(evaluation.metrics["decision"])
@@ -234,11 +238,14 @@ def test_train_command_is_deterministic_and_compare_runs(tmp_path):
     )
     assert result.exit_code == 0, result.output
     comparison = pd.read_csv(tmp_path / "comparison.csv")
-    assert {"macro (DeLong, stratified)", "macro (bootstrap)", "per class (DeLong, paired)"} <= set(
-        comparison["test"]
-    )
-    assert comparison["p_value"].between(0, 1).all()
+    assert {MACRO_TEST, BOOTSTRAP_TEST, PER_CLASS_TEST} <= set(comparison["test"])
+    assert comparison["p_value"].dropna().between(0, 1).all()
+    # held-out cohorts only: the out-of-fold predictions also chose the models
     assert set(comparison["cohort"]) >= {"internal", "external"}
+    assert "out-of-fold" not in set(comparison["scoring"])
+    # the primary endpoint (external, prospective) and the secondary family, Holm-adjusted
+    assert set(comparison["family"]) >= {"primary", "secondary"}
+    assert (comparison["p_adjusted"].dropna() >= comparison["p_value"].min()).all()
 
 
 def test_tampered_model_file_is_refused(tmp_path, fitted):

@@ -9,9 +9,10 @@ writes under DIR:
   their coefficients, and how often each feature was selected across the CV folds;
 - ``models/<classifier>.skops``: each fitted model (selection + classifier);
 - ``predictions.parquet``: every classifier's probabilities for every case (and the training
-  cohort's out-of-fold ones);
+  cohort's out-of-fold ones, and its nested cross-validation ones under the chosen model);
 - ``tables/*.csv`` and ``figures/*.png|svg`` (see :mod:`ovfdlr.evaluation`,
-  :mod:`ovfdlr.report.figures`).
+  :mod:`ovfdlr.report.figures`), with ``tables/nested_cv_folds.csv`` (one row per outer fold)
+  when nested cross-validation ran (:func:`ovfdlr.training.nested_cv`).
 
 ``ovfdlr compare DIR_A DIR_B`` (:func:`compare_dirs`) runs the paired tests between two arms'
 chosen models on each cohort.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,9 +43,18 @@ from ovfdlr.scoring import (
     with_scoring,
 )
 from ovfdlr.selection import fuse
-from ovfdlr.training import ArmFit, TrainSettings, fit_arm, predictions, training_rows
+from ovfdlr.training import (
+    ArmFit,
+    NestedCV,
+    TrainSettings,
+    fit_arm,
+    nested_cv,
+    predictions,
+    training_rows,
+)
 
 SHAP_CASES = 200  # explained cases for kernel explainers (all cases for tree and linear ones)
+NOT_REQUESTED = "not requested (train_arm(nested=False))"
 
 
 @dataclass
@@ -57,6 +68,8 @@ class ArmResult:
     folder: Path
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    nested: NestedCV | None = None
+    nested_reason: str = ""  # why nested cross-validation did not run
 
 
 def read_features(paths: list[str | Path]) -> pd.DataFrame:
@@ -88,14 +101,27 @@ def train_arm(
     *,
     explain_model: bool = True,
     progress: bool = True,
+    nested: bool = False,
+    nested_reason: str = NOT_REQUESTED,
+    arm_warnings: Sequence[str] = (),
+    variance: str = "unconditional",
+    n_boot: int = 2000,
 ) -> ArmResult:
-    """Train, evaluate and explain one arm; write its folder (see the module docstring)."""
+    """Train, evaluate and explain one arm; write its folder (see the module docstring).
+
+    ``nested``: also cross-validate the whole training procedure
+    (:func:`ovfdlr.training.nested_cv`; its predictions are the training cohort's
+    ``nested-cv`` view); ``nested_reason`` says in ``arm.json`` why it did not run.
+    ``arm_warnings`` are added to the arm's warnings (what the caller knows of the features).
+    ``variance`` and ``n_boot``: the macro AUC's variance estimator and the bootstrap size of the
+    evaluation (:func:`ovfdlr.evaluation.evaluate`; CIs clustered by the manifest's patients).
+    """
     from ovfdlr.modelio import save_model
 
     settings = settings or TrainSettings()
     out = Path(out)
     timings: dict[str, float] = {}
-    warnings = []
+    warnings = list(arm_warnings)
     missing = cohort.index.difference(features.index)
     if len(missing):
         warnings.append(
@@ -108,11 +134,22 @@ def train_arm(
     start = time.perf_counter()
     fit = fit_arm(features, cohort, arm, settings, progress=progress)
     timings["train"] = time.perf_counter() - start
+    nested_result = None
+    if nested:
+        nested_result = nested_cv(features, cohort, arm, settings, progress=progress)
+        timings["nested_cv"] = nested_result.seconds
 
     start = time.perf_counter()
-    preds = predictions(fit, features, cohort)
+    preds = predictions(fit, features, cohort, nested_result)
     evaluation = evaluate(
-        preds, fit.chosen, training=settings.training, labels=settings.labels, seed=settings.seed
+        preds,
+        fit.chosen,
+        training=settings.training,
+        labels=settings.labels,
+        seed=settings.seed,
+        cohort=cohort,
+        variance=variance,
+        n_boot=n_boot,
     )
     timings["evaluate"] = time.perf_counter() - start
 
@@ -135,7 +172,17 @@ def train_arm(
         timings["explain"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    result = ArmResult(fit, evaluation, preds, shap_result, out, timings, warnings)
+    result = ArmResult(
+        fit,
+        evaluation,
+        preds,
+        shap_result,
+        out,
+        timings,
+        warnings,
+        nested_result,
+        "" if nested else nested_reason,
+    )
     write_arm(result, cohort)
     for key, model in fit.models.items():
         save_model(model, ArmLayout(out).model(key))
@@ -176,8 +223,37 @@ def arm_summary(result: ArmResult, cohort: pd.DataFrame) -> ArmRecord:
         "youden_thresholds": {str(k): v for k, v in result.evaluation.thresholds.items()},
         "timings_s": result.timings,
         "warnings": result.warnings,
+        "nested_cv": _nested_entry(result),
     }
     return ArmRecord.model_validate(summary)
+
+
+def _nested_entry(result: ArmResult) -> dict:
+    """``arm.json``'s ``nested_cv``: whether it ran (why not), each outer fold, the seconds."""
+    nested = result.nested
+    if nested is None:
+        return {"ran": False, "reason": result.nested_reason or NOT_REQUESTED}
+    return {
+        "ran": True,
+        "outer_seed": nested.seed,
+        "seconds": nested.seconds,
+        "folds": [
+            {
+                "outer_fold": int(row.outer_fold),
+                "chosen": str(row.chosen),
+                "inner_cv_auc": _number(row.inner_cv_auc),
+                "outer_auc": _number(row.outer_auc),
+                "n_train": int(row.n_train),
+                "n_test": int(row.n_test),
+                "n_selected": int(row.n_selected),
+            }
+            for row in nested.folds.itertuples(index=False)
+        ],
+    }
+
+
+def _number(value) -> float | None:
+    return None if pd.isna(value) else float(value)
 
 
 def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
@@ -188,6 +264,8 @@ def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
     for name, table in evaluation.tables().items():
         table.to_csv(tables / f"{name}.csv", index=False)
     fit.cv_results.to_csv(tables / "cv_search.csv", index=False)
+    if result.nested is not None:
+        result.nested.folds.to_csv(layout.table("nested_cv_folds"), index=False)
     fit.funnel.to_csv(tables / "selection_funnel.csv", index=False)
     fit.lasso_path.to_csv(tables / "lasso_path.csv", index=False)
     fit.coefficients.rename_axis("feature").to_csv(tables / "selected_features.csv")
@@ -293,9 +371,25 @@ def read_predictions(path: Path, training: str) -> pd.DataFrame:
     return with_scoring(pd.read_parquet(path), training)
 
 
-def compare_dirs(dir_a: str | Path, dir_b: str | Path, *, seed: int = 0) -> pd.DataFrame:
-    """Paired tests between the chosen models of two trained arm folders, per cohort."""
+def compare_dirs(
+    dir_a: str | Path,
+    dir_b: str | Path,
+    *,
+    seed: int = 0,
+    patients: pd.Series | None = None,
+    variance: str = "unconditional",
+    post_selection: bool = False,
+    n_boot: int = 2000,
+) -> pd.DataFrame:
+    """Paired tests between the chosen models of two trained arm folders, per cohort.
+
+    Only views that played no part in fitting or choosing are compared unless
+    ``post_selection`` (:func:`ovfdlr.evaluation.compare_arms`): an arm trained with
+    ``select_on="internal"`` makes its internal cohort a choosing one. ``patients``
+    (case_id -> patient_id) clusters the tests by patient.
+    """
     loaded = []
+    chose: set[str] = set()
     for folder in (ArmLayout(Path(dir_a)), ArmLayout(Path(dir_b))):
         for path in (folder.arm_json, folder.predictions):
             if not path.is_file():
@@ -304,6 +398,8 @@ def compare_dirs(dir_a: str | Path, dir_b: str | Path, *, seed: int = 0) -> pd.D
                 )
         summary = read_arm(folder.arm_json)
         training = summary.training
+        if summary.settings.get("select_on") == "internal":
+            chose.add(str(summary.settings.get("internal", "internal")))
         preds = read_predictions(folder.predictions, training)
         preds = preds[preds["classifier"] == summary.chosen]
         labels = summary.label_scheme
@@ -322,7 +418,15 @@ def compare_dirs(dir_a: str | Path, dir_b: str | Path, *, seed: int = 0) -> pd.D
         training=training,
         labels=labels,
         seed=seed,
+        n_boot=n_boot,
+        patients=patients,
+        variance=variance,
+        chose=chose,
+        post_selection=post_selection,
     )
     if table.empty:
-        raise ValueError(f"{dir_a} and {dir_b} share no labelled case to compare")
+        raise ValueError(
+            f"{dir_a} and {dir_b} share no labelled case on a cohort that played no part in "
+            "fitting or choosing the models"
+        )
     return table

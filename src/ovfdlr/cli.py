@@ -672,11 +672,16 @@ def compare(
     macro-AUC test (DeLong at the population's class mix, with a paired patient-bootstrap
     cross-check), on the cohorts that played no part in fitting or choosing."""
     from ovfdlr.arm import compare_dirs
+    from ovfdlr.evaluation import adjust_comparisons, arm_names
 
     try:
         table = compare_dirs(dir_a, dir_b, seed=seed)
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
+    # the primary endpoint: this pair's macro AUC on the external and prospective cohorts
+    primary = [c for c in ("external", "prospective") if c in set(table["cohort"])]
+    pair = (arm_names(table["arm_a"]).iloc[0], arm_names(table["arm_b"]).iloc[0])
+    table = adjust_comparisons(table, pair, primary)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
@@ -690,8 +695,11 @@ def compare(
             "auc_b",
             "difference",
             "p_value",
+            "p_adjusted",
+            "family",
             "ci_lower",
             "ci_upper",
+            "note",
         ]
     ].round(4)
     print_frame(shown, f"{table['arm_a'].iloc[0]} vs {table['arm_b'].iloc[0]}", index=False)

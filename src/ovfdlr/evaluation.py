@@ -40,7 +40,7 @@ import pandas as pd
 
 from ovfdlr import stats
 from ovfdlr.labels import DEFAULT, LabelScheme
-from ovfdlr.scoring import APPARENT, HELD_OUT, OUT_OF_FOLD, view_order, view_sort_key
+from ovfdlr.scoring import APPARENT, HELD_OUT, NESTED, OUT_OF_FOLD, view_order, view_sort_key
 from ovfdlr.stats.variance import UNCONDITIONAL
 
 SUMMARY_METRICS = ("sensitivity", "specificity", "f1")
@@ -246,13 +246,14 @@ def _chosen_view_tables(y, proba, groups, labels, thresholds, view, settings) ->
     """The chosen model's tables of one view (each tagged with the view).
 
     ``thresholds`` (Youden, fitted on the training cohort's out-of-fold predictions) are not
-    applied to those same predictions: that view gets argmax metrics only.
+    applied to those same predictions nor to the nested cross-validation's predictions of the
+    same cases: those views get argmax metrics only.
     """
     level, seed, variance, n_boot = settings
     cohort, scoring = view
     tag = {"cohort": cohort, "scoring": scoring}
     out: dict[str, list] = {}
-    applied = None if scoring == OUT_OF_FOLD else thresholds
+    applied = None if scoring in (OUT_OF_FOLD, NESTED) else thresholds
     try:
         metrics = stats.classification_metrics(
             y, proba, classes=labels.values, thresholds=applied, level=level, seed=seed
@@ -513,6 +514,11 @@ def compare_arms(
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+def arm_names(labels: pd.Series) -> pd.Series:
+    """Arm names without the chosen model's suffix: ``"rad (lr)"`` -> ``"rad"``."""
+    return labels.astype(str).str.replace(r" \([^()]*\)$", "", regex=True)
+
+
 def adjust_comparisons(
     table: pd.DataFrame,
     primary_arms: tuple[str, str] | None,
@@ -526,7 +532,8 @@ def adjust_comparisons(
     tests, other cohorts and arm pairs, nested cross-validation), Holm-adjusted within it.
     ``not adjusted``: the bootstrap cross-checks and the post-selection comparisons, whose
     p-values are descriptive. Columns added: ``family``, ``p_adjusted``, ``adjustment``
-    (:func:`ovfdlr.stats.adjust_family`; Holm, Scand J Statist 1979).
+    (:func:`ovfdlr.stats.adjust_family`; Holm, Scand J Statist 1979). Arm labels may carry the
+    chosen model in parentheses (``"rad (lr)"``, as :func:`ovfdlr.arm.compare_dirs` writes them).
     """
     out = table.copy()
     if out.empty:
@@ -537,7 +544,13 @@ def adjust_comparisons(
         & (out["scoring"] == HELD_OUT)
         & out["cohort"].isin(primary_cohorts)
         & (out["selection"].fillna("") == "")
-        & out.apply(lambda r: {r["arm_a"], r["arm_b"]} == pair, axis=1)
+        & pd.Series(
+            [
+                {a, b} == pair
+                for a, b in zip(arm_names(out["arm_a"]), arm_names(out["arm_b"]), strict=True)
+            ],
+            index=out.index,
+        )
     )
     descriptive = (out["test"] == BOOTSTRAP_TEST) | (out["selection"].fillna("") != "")
     out["family"] = np.where(is_primary, PRIMARY, np.where(descriptive, NOT_ADJUSTED, SECONDARY))
@@ -556,6 +569,7 @@ def adjust_comparisons(
 __all__ = [
     "Evaluation",
     "adjust_comparisons",
+    "arm_names",
     "auc_summary",
     "compare_arms",
     "evaluate",

@@ -406,8 +406,16 @@ def _arm_stage(state: RunState, arm) -> None:
     # case or a patient moved between cohorts leaves the feature tables as they were
     fitting = {k: v for k, v in settings.as_dict().items() if k != "jobs"}
     design = _design(state.cohort)
+    # whether nested cross-validation runs (and the reason arm.json gives when it does not)
+    nested, reason = config.nested_cv_for(arm)
     key = stable_hash(
-        "arm", [file_digest(t) for t in tables], fitting, config.models.explain, design
+        "arm",
+        [file_digest(t) for t in tables],
+        fitting,
+        config.models.explain,
+        design,
+        {"nested_cv": nested, "reason": reason},
+        {"variance": config.evaluation.macro_variance, "n_boot": config.evaluation.n_boot},
     )
 
     def work():
@@ -419,6 +427,11 @@ def _arm_stage(state: RunState, arm) -> None:
             folder.folder,
             settings,
             explain_model=config.models.explain,
+            nested=nested,
+            nested_reason=reason,
+            arm_warnings=_nested_warnings(arm, nested),
+            variance=config.evaluation.macro_variance,
+            n_boot=config.evaluation.n_boot,
         )
 
     _stage(state, f"arm-{arm.name}", key, [folder.arm_json, folder.predictions], work)
@@ -426,24 +439,93 @@ def _arm_stage(state: RunState, arm) -> None:
     state.arm_results[arm.name] = {"chosen": summary.chosen, "feature_sets": sources}
 
 
+def _nested_warnings(arm, nested: bool) -> list[str]:
+    """What the nested estimate of an arm includes that its outer folds did not refit."""
+    if not (nested and arm.deep):
+        return []
+    found = []
+    if arm.deep.finetune_epochs:
+        found.append(
+            "nested cross-validation was forced for a fine-tuned arm: the network was trained on "
+            "every training row, outer test folds included, so the nested estimate is optimistic"
+        )
+    if arm.deep.pca:
+        found.append(
+            f"the deep features' PCA ({arm.deep.pca} components) was fitted on the whole "
+            "training cohort: the nested cross-validation estimate includes that unsupervised "
+            "step (fitted with the outer test folds' images, not their labels)"
+        )
+    return found
+
+
+def primary_cohorts(config, cohorts: list[str]) -> list[str]:
+    """The cohorts of the primary endpoint: the configured ones (each must be a validation
+    cohort of the manifest), else external and prospective where present."""
+    training = config.cohorts.training
+    named = config.evaluation.primary.cohorts
+    if named is None:
+        return [c for c in ("external", "prospective") if c in cohorts]
+    for i, name in enumerate(named):
+        if name not in cohorts or name == training:
+            others = ", ".join(c for c in cohorts if c != training)
+            why = "is the training cohort" if name == training else "is not in the manifest"
+            raise RunError(
+                f"config: evaluation.primary.cohorts.{i}: cohort '{name}' {why} "
+                f"(validation cohorts: {others})"
+            )
+    return list(named)
+
+
+def _compared_pairs(config) -> list[tuple[str, str]]:
+    """The configured pairs, and the primary pair when it is not among them."""
+    pairs = list(config.pairs())
+    primary = config.primary_arms()
+    if primary and not any({*p} == {*primary} for p in pairs):
+        pairs.insert(0, primary)
+    return pairs
+
+
 def _compare_stage(state: RunState) -> None:
     from ovfdlr.arm import compare_dirs
+    from ovfdlr.evaluation import adjust_comparisons
 
-    pairs = state.config.pairs()
+    config = state.config
+    pairs = _compared_pairs(config)
     layout = state.layout
     out = layout.comparison
     if not pairs:
         out.unlink(missing_ok=True)  # from an earlier run with more arms
         return
-    key = stable_hash("compare", pairs, [state.keys[f"arm-{a}"] for a in sorted({*sum(pairs, ())})])
+    cohorts = primary_cohorts(config, sorted(state.cohort["cohort"].astype(str).unique()))
+    evaluation = config.evaluation
+    settings = {
+        "variance": evaluation.macro_variance,
+        "post_selection": evaluation.compare_training_cv,
+        "n_boot": evaluation.n_boot,
+        "primary": [config.primary_arms(), cohorts],
+    }
+    arms = sorted({*sum(pairs, ())})
+    key = stable_hash("compare", pairs, [state.keys[f"arm-{a}"] for a in arms], settings)
+    patients = state.cohort["patient_id"]
 
     def work():
         frames = [
-            compare_dirs(layout.arm(a).folder, layout.arm(b).folder, seed=state.config.seed)
+            compare_dirs(
+                layout.arm(a).folder,
+                layout.arm(b).folder,
+                seed=config.seed,
+                patients=patients,
+                variance=evaluation.macro_variance,
+                post_selection=evaluation.compare_training_cv,
+                n_boot=evaluation.n_boot,
+            )
             for a, b in pairs
         ]
+        table = adjust_comparisons(
+            pd.concat(frames, ignore_index=True), config.primary_arms(), cohorts
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
-        pd.concat(frames, ignore_index=True).to_csv(out, index=False)
+        table.to_csv(out, index=False)
 
     _stage(state, "compare", key, [out], work)
 
@@ -574,6 +656,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
         with shared_progress():
             _cohort_stage(state)
             cohort = state.cohort
+            # a primary endpoint naming an unknown cohort fails now, not after the training
+            primary_cohorts(config, sorted(cohort["cohort"].astype(str).unique()))
             common = {
                 "cache_dir": state.cache_dir,
                 "jobs": config.jobs,
@@ -624,17 +708,38 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
 
 
 def summary_table(out: Path, payload: dict) -> pd.DataFrame:
-    """Chosen model and macro AUC (95 % CI) per arm and cohort, for the console."""
+    """Chosen model and macro AUC (95 % CI) per arm and view, for the console: the training
+    cohort's apparent, out-of-fold and nested cross-validation views (``not run: <reason>``
+    where nested cross-validation did not run), then the held-out cohorts."""
+    from ovfdlr.scoring import APPARENT, NESTED, OUT_OF_FOLD, view_label
+
     rows, layout = [], RunLayout(out)
     for name, arm in payload["arms"].items():
         summary = read_arm(layout.arm(name, arm["folder"]).arm_json)
-        for cohort, auc in summary.macro_auc.items():
-            rows.append(
-                {
-                    "arm": name,
-                    "model": summary.chosen,
-                    "cohort": cohort,
-                    "macro AUC (95% CI)": f"{auc.auc:.3f} ({auc.lower:.3f}-{auc.upper:.3f})",
-                }
+        training = summary.training
+        nested = view_label(training, NESTED)
+        views = {
+            view: f"{auc.auc:.3f} ({auc.lower:.3f}-{auc.upper:.3f})"
+            for view, auc in summary.macro_auc.items()
+        }
+        if nested not in views:
+            record = summary.nested_cv
+            views[nested] = (
+                "no AUC (see the arm's performance table)"
+                if record.ran
+                else f"not run: {record.reason}"
             )
+        # the recorded order (training views first, as evaluation sorts them), the nested
+        # view after the other training views when it only says why it is missing
+        first = [view_label(training, s) for s in (APPARENT, OUT_OF_FOLD, NESTED)]
+        order = [v for v in first if v in views] + [v for v in views if v not in first]
+        rows += [
+            {
+                "arm": name,
+                "model": summary.chosen,
+                "cohort": view,
+                "macro AUC (95% CI)": views[view],
+            }
+            for view in order
+        ]
     return pd.DataFrame(rows)

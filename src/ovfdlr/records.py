@@ -107,8 +107,36 @@ class Labelled(Record):
         return LabelScheme.from_dict(self.labels)
 
 
+class NestedFold(Record):
+    """One outer fold of nested cross-validation (:func:`ovfdlr.training.nested_cv`)."""
+
+    outer_fold: int
+    chosen: str  # the classifier the inner procedure chose
+    inner_cv_auc: float | None  # its cross-validated macro AUC inside the fold
+    outer_auc: float | None = None  # macro AUC on the fold's test part
+    n_train: int | None = None
+    n_test: int
+    n_selected: int | None = None
+
+
+class NestedEntry(Record):
+    """Whether nested cross-validation ran for the arm (and why not), and its outer folds."""
+
+    ran: bool
+    reason: str = ""  # why it did not run
+    outer_seed: int | None = None
+    seconds: float | None = None
+    folds: list[NestedFold] = []
+
+
+NESTED_NOT_RECORDED = NestedEntry(
+    ran=False, reason="not recorded (arm.json written before nested cross-validation)"
+)
+
+
 class ArmRecord(Labelled):
-    """``arm.json``: the arm, its settings, chosen model and scores, selected features."""
+    """``arm.json``: the arm, its settings, chosen model and scores, selected features, and
+    whether nested cross-validation ran (``nested_cv``; absent from older files)."""
 
     version: int = VERSION
     arm: str
@@ -125,6 +153,7 @@ class ArmRecord(Labelled):
     youden_thresholds: dict[str, Any]
     timings_s: dict[str, float]
     warnings: list[str]
+    nested_cv: NestedEntry = NESTED_NOT_RECORDED
 
     @property
     def training(self) -> str:
@@ -375,6 +404,8 @@ __all__ = [
     "FeatureSets",
     "ManifestRef",
     "MorphometrySet",
+    "NestedEntry",
+    "NestedFold",
     "RadiomicsSet",
     "RecordError",
     "RunArm",

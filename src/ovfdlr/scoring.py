@@ -1,8 +1,11 @@
 """How a row of predictions was scored, and how such rows are named and ordered.
 
-The training cohort is scored twice: ``apparent`` (by the models fitted on all of it: a
-resubstitution estimate, optimistic) and ``out-of-fold`` (each row by the cross-validation model
-that did not see it). Every other cohort is ``held-out``. Prediction and evaluation tables carry
+The training cohort is scored up to three times: ``apparent`` (by the models fitted on all of it:
+a resubstitution estimate, optimistic), ``out-of-fold`` (each row by the cross-validation model
+that did not see it) and, when nested cross-validation ran, ``nested-cv`` (each row by the model
+that the whole training procedure - selection, tuning, the choice of classifier - built without
+it: an estimate of the procedure, :func:`ovfdlr.training.nested_cv`). Every other cohort is
+``held-out``. Prediction and evaluation tables carry
 this in a ``scoring`` column beside ``cohort``; nothing is encoded in a cohort's name.
 """
 
@@ -15,8 +18,9 @@ import pandas as pd
 
 APPARENT = "apparent"
 OUT_OF_FOLD = "out-of-fold"
+NESTED = "nested-cv"
 HELD_OUT = "held-out"
-SCORINGS = (APPARENT, OUT_OF_FOLD, HELD_OUT)
+SCORINGS = (APPARENT, OUT_OF_FOLD, NESTED, HELD_OUT)  # the training cohort's views first
 VALIDATION_ORDER = ("internal", "external", "prospective")  # the usual validation cohorts
 
 # what each kind of estimate can claim, for tables and the report
@@ -24,6 +28,9 @@ CLAIMS = {
     APPARENT: "apparent: the training rows scored by models fitted on them (optimistic)",
     OUT_OF_FOLD: "out-of-fold: each training row scored by a cross-validation model that did "
     "not see it",
+    NESTED: "nested cv: each training row scored by the model the whole training procedure "
+    "(selection, tuning, choice of classifier) built without it (estimates the procedure, not "
+    "the final model)",
     HELD_OUT: "held-out: a cohort no model or selection step saw",
 }
 
@@ -37,19 +44,23 @@ def cohort_order(cohorts: Iterable[str], training: str = "train") -> list[str]:
 
 
 def view_label(cohort: str, scoring: str) -> str:
-    """``train (out-of-fold)``, ``train (apparent)``, ``internal``: how a table names a view."""
-    return cohort if scoring == HELD_OUT else f"{cohort} ({scoring})"
+    """``train (out-of-fold)``, ``train (apparent)``, ``train (nested cv)``, ``internal``: how a
+    table names a view."""
+    if scoring == HELD_OUT:
+        return cohort
+    return f"{cohort} (nested cv)" if scoring == NESTED else f"{cohort} ({scoring})"
 
 
 def view_slug(cohort: str, scoring: str) -> str:
-    """The file-name form of a view: ``train``, ``train-cv``, ``internal`` (figure names)."""
+    """The file-name form of a view: ``train``, ``train-cv``, ``train-nested``, ``internal``
+    (figure names)."""
     slug = str(cohort).replace(" ", "-").replace("(", "").replace(")", "")
-    return f"{slug}-cv" if scoring == OUT_OF_FOLD else slug
+    return {OUT_OF_FOLD: f"{slug}-cv", NESTED: f"{slug}-nested"}.get(scoring, slug)
 
 
 def view_order(views: Iterable[tuple[str, str]], training: str = "train") -> list[tuple[str, str]]:
-    """(cohort, scoring) pairs in reading order: the training cohort's apparent then
-    out-of-fold views, then the other cohorts in :func:`cohort_order`."""
+    """(cohort, scoring) pairs in reading order: the training cohort's apparent, out-of-fold
+    and nested-cv views, then the other cohorts in :func:`cohort_order`."""
     present = list(dict.fromkeys((str(c), str(s)) for c, s in views))
     rank = {c: i for i, c in enumerate(cohort_order([c for c, _ in present], training))}
     return sorted(present, key=lambda v: (rank[v[0]], SCORINGS.index(v[1])))

@@ -15,14 +15,31 @@ For an arm's fused feature table and the cohort:
 5. The model that represents the arm is the classifier with the best cross-validated macro AUC
    (``select_on="cv"``) or the best macro AUC on the internal validation cohort
    (``select_on="internal"``) - never on external or prospective data.
+6. Optionally, **nested cross-validation** (:func:`nested_cv`) repeats steps 1-5 as a whole
+   inside each of ``folds`` outer patient-grouped, class-stratified folds of the training cohort
+   (split with :func:`outer_seed`, a seed derived from ``seed``, so that the outer split differs
+   from the inner ones) and scores the outer test part with the model the procedure chose there.
+   The out-of-fold AUCs of step 3 are those of models whose hyper-parameters, and with
+   ``select_on="cv"`` whose classifier, were chosen on the same folds; the nested AUC is not.
+   Its estimand is the expected performance, on new patients like the training cohort's, of a
+   model built by this whole procedure from a training cohort of about ``(folds - 1) / folds``
+   of this one's size: it estimates the procedure, not the final model (that one is fitted on
+   all rows; the outer folds' models may even be other classifiers). Steps fitted upstream of this
+   module on the whole training cohort (a deep-feature PCA, a fine-tuned network) are not
+   repeated in the outer folds.
 
-Nothing here sees a row outside the training cohort except step 5's optional internal scoring,
-which only ranks already fitted models.
+Nothing here sees a row outside the training cohort except the optional internal scoring of
+step 5 (and of step 6's inner fits), which only ranks already fitted models.
+
+Every cross-validation needs at least ``folds`` patients of every class in the training cohort
+(and nested cross-validation that many in every outer training part): a smaller class is a
+:class:`TrainingError` naming the cohort, the patients per class and the setting to change.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -32,7 +49,7 @@ from sklearn.pipeline import Pipeline
 from ovfdlr.classifiers import CLASSIFIERS, fit_classifier, specs
 from ovfdlr.labels import DEFAULT, LabelScheme
 from ovfdlr.parallel import TaskFailure, run_tasks
-from ovfdlr.scoring import APPARENT, HELD_OUT, OUT_OF_FOLD
+from ovfdlr.scoring import APPARENT, HELD_OUT, NESTED, OUT_OF_FOLD
 from ovfdlr.selection import SelectionError, funnel, selection_pipeline
 
 
@@ -193,13 +210,44 @@ def _training_matrix(features, cohort, settings: TrainSettings):
     )
     y = rows["label"].astype(int).to_numpy()
     groups = rows["patient_id"].astype(str).to_numpy()
-    missing = [c for c in settings.labels.values if not (y == c).any()]
+    labels = settings.labels
+    missing = [c for c in labels.values if not (y == c).any()]
     if missing:
+        cases = ", ".join(f"{c}: {int((y == c).sum())}" for c in labels.values)
         raise TrainingError(
             f"the training cohort '{settings.training}' has no case of class "
-            f"{', '.join(map(str, missing))} (label scheme '{settings.labels.scheme}')"
+            f"{', '.join(map(str, missing))} (cases per class {cases}); every class of the "
+            f"label scheme '{labels.scheme}' needs training cases: change labels (the label "
+            "scheme) or the training cohort"
         )
+    _check_patients(y, groups, settings, settings.training)
     return X, y, groups, rows
+
+
+def patients_per_class(y: np.ndarray, groups: np.ndarray, labels: LabelScheme) -> dict[int, int]:
+    """The number of patients with at least one case of each class of the scheme."""
+    return {c: len(np.unique(groups[y == c])) for c in labels.values}
+
+
+def _check_patients(y, groups, settings: TrainSettings, cohort: str) -> None:
+    """``settings.folds``-fold cross-validation needs that many patients of every class."""
+    counts = patients_per_class(y, groups, settings.labels)
+    short = [c for c, n in counts.items() if n < settings.folds]
+    if short:
+        c = short[0]
+        raise TrainingError(
+            f"training cohort '{cohort}': class {c} has {_patients(counts[c])} (patients per "
+            f"class {_listed(counts)}); {settings.folds}-fold cross-validation needs at least "
+            f"{settings.folds} patients in every class: lower models.folds (ovfdlr train: --folds)"
+        )
+
+
+def _patients(n: int) -> str:
+    return f"{n} patient{'' if n == 1 else 's'}"
+
+
+def _listed(counts: dict[int, int]) -> str:
+    return ", ".join(f"{c}: {n}" for c, n in counts.items())
 
 
 def _cross_validate(X, y, groups, settings: TrainSettings, arm: str, progress: bool):
@@ -327,18 +375,159 @@ def _choose(models, best_cv: pd.Series, features, cohort, settings) -> tuple[str
     return key, float(scores[key])
 
 
+# ---------------------------------------------------------------------------------------------
+# nested cross-validation (step 6)
+
+
+@dataclass
+class NestedCV:
+    """The whole training procedure cross-validated (:func:`nested_cv`).
+
+    ``predictions``: one row per labelled training case (index case_id) with its ``outer_fold``,
+    the classifier the procedure ``chosen`` in that fold and the scheme's probability columns.
+    ``folds``: one row per outer fold (outer_fold, n_train, n_test, chosen, inner_cv_auc: the
+    chosen classifier's cross-validated macro AUC inside the fold, n_selected: the features the
+    fold's selection kept, outer_auc: the macro AUC on the fold's test part). ``seed``: the seed
+    of the outer split (:func:`outer_seed`).
+    """
+
+    predictions: pd.DataFrame
+    folds: pd.DataFrame
+    seconds: float
+    seed: int
+
+
+def outer_seed(seed: int) -> int:
+    """The seed of nested cross-validation's outer split, derived from the training seed (the
+    inner splits use ``seed`` itself, so outer and inner folds are drawn differently)."""
+    return int(np.random.SeedSequence([seed, 0x6E657374]).generate_state(1)[0])  # b"nest"
+
+
+@dataclass(frozen=True)
+class _OuterTask:
+    features: pd.DataFrame
+    cohort: pd.DataFrame
+    test: pd.Index  # the outer fold's test cases (labelled training rows)
+    fold: int
+    arm: str
+    settings: TrainSettings
+
+
+def _run_outer_fold(task: _OuterTask) -> dict[str, Any]:
+    """The whole of :func:`fit_arm` without the fold's test cases, then the test cases scored
+    by the model it chose."""
+    inner = task.cohort.drop(index=task.test)
+    features = task.features.loc[task.features.index.intersection(inner.index, sort=False)]
+    fit = fit_arm(features, inner, task.arm, task.settings, progress=False)
+    labels = task.settings.labels
+    proba = predict_proba(fit.models[fit.chosen], task.features.loc[task.test], labels)
+    best_cv = (
+        fit.cv_results.groupby(["classifier", "params"])["macro_auc"].mean().groupby("classifier")
+    ).max()
+    y_test = task.cohort.loc[task.test, "label"].astype(int).to_numpy()
+    return {
+        "fold": task.fold,
+        "proba": proba,
+        "row": {
+            "outer_fold": task.fold,
+            "n_train": int((fit.oof["classifier"] == fit.chosen).sum()),
+            "n_test": len(task.test),
+            "chosen": fit.chosen,
+            "inner_cv_auc": float(best_cv[fit.chosen]),
+            "n_selected": len(fit.selected),
+            "outer_auc": macro_auc(y_test, proba, labels),
+        },
+    }
+
+
+def nested_cv(
+    features: pd.DataFrame,
+    cohort: pd.DataFrame,
+    arm: str,
+    settings: TrainSettings | None = None,
+    *,
+    progress: bool = True,
+) -> NestedCV:
+    """Nested cross-validation of the whole training procedure (step 6 of the module docstring).
+
+    The labelled training cases are split into ``settings.folds`` patient-grouped,
+    class-stratified outer folds (seed :func:`outer_seed`); in each, :func:`fit_arm` runs on
+    everything but the fold's test cases (selection, every classifier's tuning, the choice of
+    classifier by ``settings.select_on``; with ``"internal"`` it ranks on the internal cohort,
+    which holds no training row), and the test cases are scored by the classifier it chose.
+    Outer folds run side by side (``settings.jobs`` processes), each inner fit in its process
+    (``jobs=1``); the result depends on the seed only.
+    """
+    settings = settings or TrainSettings()
+    start = time.perf_counter()
+    _, y, groups, rows = _training_matrix(features, cohort, settings)
+    seed = outer_seed(settings.seed)
+    splits = patient_folds(y, groups, settings.folds, seed)
+    for fold, (train, _) in enumerate(splits):
+        counts = patients_per_class(y[train], groups[train], settings.labels)
+        short = [c for c, n in counts.items() if n < settings.folds]
+        if short:
+            c = short[0]
+            raise TrainingError(
+                f"nested cross-validation of the training cohort '{settings.training}': outer "
+                f"fold {fold} leaves {_patients(counts[c])} of class {c} for training (patients "
+                f"per class there {_listed(counts)}); its {settings.folds}-fold inner "
+                f"cross-validation needs at least {settings.folds} patients in every class: "
+                "lower models.folds, or switch nested cross-validation off "
+                "(evaluation.nested_cv: false)"
+            )
+    inner = replace(settings, jobs=1)
+    # what an inner fit may read: the training cohort (less the outer test part) and, to rank
+    # its classifiers with select_on="internal", the internal cohort
+    seen = [settings.training] + [settings.internal] * (settings.select_on == "internal")
+    cohort = cohort[cohort["cohort"].isin(seen)]
+    features = features.loc[features.index.intersection(cohort.index, sort=False)]
+    tasks = [
+        _OuterTask(features, cohort, rows.index[test], fold, arm, inner)
+        for fold, (_, test) in enumerate(splits)
+    ]
+    results = run_tasks(
+        _run_outer_fold,
+        tasks,
+        jobs=settings.jobs,
+        description=f"nested cross-validation ({arm})",
+        progress=progress,
+    )
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, TaskFailure):
+            raise TrainingError(f"nested cross-validation, outer fold {task.fold}: {result.reason}")
+    labels = settings.labels
+    frames = []
+    for task, result in zip(tasks, results, strict=True):
+        frame = pd.DataFrame(result["proba"], index=task.test, columns=labels.proba_columns)
+        frame.insert(0, "chosen", result["row"]["chosen"])
+        frame.insert(0, "outer_fold", task.fold)
+        frames.append(frame)
+    predictions = pd.concat(frames).reindex(rows.index).rename_axis("case_id")
+    folds = pd.DataFrame([r["row"] for r in results])
+    return NestedCV(predictions, folds, time.perf_counter() - start, seed)
+
+
 def predict_proba(model: Pipeline, X: pd.DataFrame, labels: LabelScheme = DEFAULT) -> np.ndarray:
     """Probabilities of the scheme's classes (in order) of a fitted arm model for rows ``X``."""
     selection, classifier = model.named_steps["selection"], model.named_steps["classifier"]
     return _proba(classifier, selection.transform(X), labels)
 
 
-def predictions(fit: ArmFit, features: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
+def predictions(
+    fit: ArmFit,
+    features: pd.DataFrame,
+    cohort: pd.DataFrame,
+    nested: NestedCV | None = None,
+) -> pd.DataFrame:
     """Every classifier's probabilities for every case with features.
 
     ``scoring`` says how each row was scored: the training cohort's rows twice, ``apparent``
     (by the models fitted on all of it) and ``out-of-fold`` (by the cross-validation model that
-    did not see the row); every other cohort's rows ``held-out``. ``prediction`` is the class
+    did not see the row), and with ``nested`` a third time, ``nested-cv`` (by the model the
+    whole procedure chose in the outer fold that held the row out; under the classifier
+    ``fit.chosen``, so that the chosen model's tables show the view, whichever classifier each
+    outer fold chose); every other cohort's rows ``held-out``. ``prediction`` is the class
     value with the highest probability.
     """
     labels = fit.settings.labels
@@ -359,6 +548,13 @@ def predictions(fit: ArmFit, features: pd.DataFrame, cohort: pd.DataFrame) -> pd
     oof.insert(2, "scoring", OUT_OF_FOLD)
     oof.insert(3, "label", cohort.loc[oof.index, "label"])
     frames.append(oof)
+    if nested is not None:
+        rows = nested.predictions[proba_columns].copy()
+        rows.insert(0, "label", cohort.loc[rows.index, "label"])
+        rows.insert(0, "scoring", NESTED)
+        rows.insert(0, "cohort", fit.settings.training)
+        rows.insert(0, "classifier", fit.chosen)
+        frames.append(rows)
     out = pd.concat(frames).rename_axis("case_id")
     out["label"] = out["label"].astype("Int64")
     values = np.asarray(labels.values)
@@ -368,11 +564,15 @@ def predictions(fit: ArmFit, features: pd.DataFrame, cohort: pd.DataFrame) -> pd
 
 __all__ = [
     "ArmFit",
+    "NestedCV",
     "SelectionError",
     "TrainSettings",
     "TrainingError",
     "fit_arm",
     "macro_auc",
+    "nested_cv",
+    "outer_seed",
+    "patients_per_class",
     "predict_proba",
     "predictions",
 ]
