@@ -181,3 +181,23 @@ def test_variance_option_reaches_the_tables(variance):
     methods = set(performance["auc_ci_method"])
     expected = "delong-macro" if variance == "unconditional" else "delong-macro-conditional"
     assert methods <= {expected, "newcombe-score"} and expected in methods
+
+
+def test_primary_endpoint_errors_name_the_key():
+    from ovfdlr.config import ConfigError, parse_config
+    from ovfdlr.experiment import RunError, primary_cohorts
+
+    base = {"manifest": "m.csv", "arms": [{"name": "rad"}, {"name": "img"}]}
+    with pytest.raises(ConfigError, match=r"evaluation.primary.arms.1: unknown arm 'imx'"):
+        parse_config(base | {"evaluation": {"primary": {"arms": ["rad", "imx"]}}})
+    config = parse_config(base | {"evaluation": {"primary": {"cohorts": ["external", "extrnal"]}}})
+    cohorts = ["external", "internal", "train"]
+    with pytest.raises(RunError, match=r"evaluation.primary.cohorts.1: cohort 'extrnal' is not"):
+        primary_cohorts(config, cohorts)
+    config = parse_config(base | {"evaluation": {"primary": {"cohorts": ["train"]}}})
+    with pytest.raises(RunError, match="is the training cohort"):
+        primary_cohorts(config, cohorts)
+    # the defaults: the first compared pair, external and prospective where present
+    config = parse_config(base)
+    assert config.primary_arms() == ("rad", "img")
+    assert primary_cohorts(config, cohorts) == ["external"]

@@ -106,6 +106,7 @@ def train_arm(
     arm_warnings: Sequence[str] = (),
     variance: str = "unconditional",
     n_boot: int = 2000,
+    nested_folds: int | None = None,
 ) -> ArmResult:
     """Train, evaluate and explain one arm; write its folder (see the module docstring).
 
@@ -113,6 +114,7 @@ def train_arm(
     (:func:`ovfdlr.training.nested_cv`; its predictions are the training cohort's
     ``nested-cv`` view); ``nested_reason`` says in ``arm.json`` why it did not run.
     ``arm_warnings`` are added to the arm's warnings (what the caller knows of the features).
+    ``nested_folds``: its outer folds (default ``settings.folds``).
     ``variance`` and ``n_boot``: the macro AUC's variance estimator and the bootstrap size of the
     evaluation (:func:`ovfdlr.evaluation.evaluate`; CIs clustered by the manifest's patients).
     """
@@ -136,7 +138,9 @@ def train_arm(
     timings["train"] = time.perf_counter() - start
     nested_result = None
     if nested:
-        nested_result = nested_cv(features, cohort, arm, settings, progress=progress)
+        nested_result = nested_cv(
+            features, cohort, arm, settings, progress=progress, outer_folds=nested_folds
+        )
         timings["nested_cv"] = nested_result.seconds
 
     start = time.perf_counter()

@@ -28,6 +28,7 @@ models: {classifiers: [lr, svm, knn, rf, et, xgb, lgbm, mlp], folds: 5, select_o
 compare: [[radimagenet, imagenet]]     # pairs of arms to test; default: every pair
 evaluation:
   nested_cv: null                      # null: on for arms without fine-tuning; true | false
+  nested_folds: null                   # outer folds (default: models.folds)
   macro_variance: unconditional        # unconditional | conditional (on the class counts)
   compare_training_cv: false           # also compare on train (cv), labelled post-selection
   primary: {arms: null, cohorts: null} # default: first pair; external + prospective, Holm
@@ -228,6 +229,8 @@ class EvaluationConfig(Strict):
     # None: nested cross-validation for every arm without fine-tuning (a fine-tuned network
     # has seen every training row, so outer folds would not be held out from it)
     nested_cv: bool | None = None
+    # outer folds of nested cross-validation (default: models.folds); each costs one whole fit
+    nested_folds: int | None = Field(None, ge=2)
     # the macro-AUC variance: at the population's class mix (cohorts of consecutive patients)
     # or conditional on the observed class counts
     macro_variance: Literal["unconditional", "conditional"] = "unconditional"

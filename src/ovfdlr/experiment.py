@@ -414,7 +414,7 @@ def _arm_stage(state: RunState, arm) -> None:
         fitting,
         config.models.explain,
         design,
-        {"nested_cv": nested, "reason": reason},
+        {"nested_cv": nested, "reason": reason, "folds": config.evaluation.nested_folds},
         {"variance": config.evaluation.macro_variance, "n_boot": config.evaluation.n_boot},
     )
 
@@ -432,6 +432,7 @@ def _arm_stage(state: RunState, arm) -> None:
             arm_warnings=_nested_warnings(arm, nested),
             variance=config.evaluation.macro_variance,
             n_boot=config.evaluation.n_boot,
+            nested_folds=config.evaluation.nested_folds,
         )
 
     _stage(state, f"arm-{arm.name}", key, [folder.arm_json, folder.predictions], work)

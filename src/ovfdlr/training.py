@@ -447,10 +447,12 @@ def nested_cv(
     settings: TrainSettings | None = None,
     *,
     progress: bool = True,
+    outer_folds: int | None = None,
 ) -> NestedCV:
     """Nested cross-validation of the whole training procedure (step 6 of the module docstring).
 
-    The labelled training cases are split into ``settings.folds`` patient-grouped,
+    The labelled training cases are split into ``outer_folds`` (default ``settings.folds``)
+    patient-grouped,
     class-stratified outer folds (seed :func:`outer_seed`); in each, :func:`fit_arm` runs on
     everything but the fold's test cases (selection, every classifier's tuning, the choice of
     classifier by ``settings.select_on``; with ``"internal"`` it ranks on the internal cohort,
@@ -462,7 +464,7 @@ def nested_cv(
     start = time.perf_counter()
     _, y, groups, rows = _training_matrix(features, cohort, settings)
     seed = outer_seed(settings.seed)
-    splits = patient_folds(y, groups, settings.folds, seed)
+    splits = patient_folds(y, groups, outer_folds or settings.folds, seed)
     for fold, (train, _) in enumerate(splits):
         counts = patients_per_class(y[train], groups[train], settings.labels)
         short = [c for c, n in counts.items() if n < settings.folds]
