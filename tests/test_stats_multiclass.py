@@ -167,6 +167,8 @@ def test_single_case_class_gives_estimates_without_ci(three_class):
     assert t.note == "test n/a: 1 case in class 2" and "test n/a" in str(t)
     pc = per_class_tests(y[keep], pa[keep], pb[keep]).set_index("class")
     assert pc.loc[2, "note"] == "test n/a: 1 case in class 2"
+    boot = bootstrap_macro_test(y[keep], pa[keep], pb[keep], n_boot=50)
+    assert np.isnan(boot.p_value) and boot.note == "test n/a: 1 case in class 2"
     assert pc.loc[0, "note"] == "" and 0 <= pc.loc[0, "p_value"] <= 1
 
 

@@ -529,7 +529,8 @@ def bootstrap_macro_test(
     Each of the ``n_boot`` replicates (seeded) draws the patients with replacement from all
     patients alike (not within classes, so the class mix varies as between cohorts; all of a
     patient's vertebrae together: ``groups``) and recomputes both macro AUCs on the same
-    resampled cases. Replicates that lack a class are left out (counted in ``note``).
+    resampled cases. Replicates that lack a class are left out (counted in ``note``); a class
+    with fewer than two cases gives no test, as for the DeLong test.
     :math:`z = d / \\mathrm{sd}(d^*)` (sample sd of the replicate differences) with a normal
     p-value, as pROC's ``roc.test(method = "bootstrap")``; the CI is the percentile interval of
     :math:`d^*` (Efron & Tibshirani, An Introduction to the Bootstrap, 1993).
@@ -555,9 +556,11 @@ def bootstrap_macro_test(
     dropped = n_boot - finite.size
     note = "" if not dropped else f"{dropped} of {n_boot} replicates lacked a class"
     nan = float("nan")
-    if finite.size < 2 or _absent(yi, classes):
+    # the same minimum as the DeLong test: a class with one case gives no test
+    few = _absent(yi, classes) or too_few(yi, None, _class_names(classes))
+    if few or finite.size < 2:
         sd, z, lo, hi = nan, nan, nan, nan
-        note = f"test n/a: {_absent(yi, classes) or 'fewer than 2 usable replicates'}"
+        note = f"test n/a: {few or 'fewer than 2 usable replicates'}"
     else:
         sd = float(np.std(finite, ddof=1))
         z = ratio(d, sd)
