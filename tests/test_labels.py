@@ -159,7 +159,8 @@ def _run(tmp_path, scheme: str, *, nested: bool = False):
         "radiomics": {"params": "light.yaml"},
         "arms": [{"name": "image"}],
         "models": {"classifiers": ["lr", "rf"], "quick": True, "folds": 3},
-        "evaluation": {"nested_cv": nested},
+        # two outer folds keep the suite's one nested run short (and test the setting)
+        "evaluation": {"nested_cv": nested, "nested_folds": 2},
         "preview": False,
         "jobs": 2,
         "cache": str(tmp_path / "cache"),
@@ -213,7 +214,7 @@ def test_binary_run_end_to_end(tmp_path):
 
     # nested cross-validation: the arm record, the performance table, the console summary
     arm = json.loads((run / "arms" / "image" / "arm.json").read_text())
-    assert arm["nested_cv"]["ran"] and len(arm["nested_cv"]["folds"]) == 3
+    assert arm["nested_cv"]["ran"] and len(arm["nested_cv"]["folds"]) == 2
     assert {"chosen", "inner_cv_auc", "n_test"} <= set(arm["nested_cv"]["folds"][0])
     nested = arm["macro_auc"]["train (nested cv)"]["auc"]
     row = performance.query("classifier == @chosen and scoring == 'nested-cv'").iloc[0]
