@@ -201,3 +201,12 @@ def test_primary_endpoint_errors_name_the_key():
     config = parse_config(base)
     assert config.primary_arms() == ("rad", "img")
     assert primary_cohorts(config, cohorts) == ["external"]
+
+
+def test_arms_without_a_comparable_view_give_an_empty_adjusted_table():
+    a = predictions(1)
+    a = a[a["cohort"] == "train"]  # apparent and out-of-fold only: nothing held out
+    table = compare_arms(a, a.copy())
+    assert table.empty and list(table.columns)[:3] == ["cohort", "scoring", "arm_a"]
+    out = adjust_comparisons(table, ("A", "B"), ["external"])
+    assert out.empty and {"family", "p_adjusted", "adjustment"} <= set(out.columns)

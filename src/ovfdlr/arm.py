@@ -390,7 +390,8 @@ def compare_dirs(
     Only views that played no part in fitting or choosing are compared unless
     ``post_selection`` (:func:`ovfdlr.evaluation.compare_arms`): an arm trained with
     ``select_on="internal"`` makes its internal cohort a choosing one. ``patients``
-    (case_id -> patient_id) clusters the tests by patient.
+    (case_id -> patient_id) clusters the tests by patient. Two arms that share no labelled case
+    on such a view give an empty table (a run then has nothing to compare for the pair).
     """
     loaded = []
     chose: set[str] = set()
@@ -428,9 +429,4 @@ def compare_dirs(
         chose=chose,
         post_selection=post_selection,
     )
-    if table.empty:
-        raise ValueError(
-            f"{dir_a} and {dir_b} share no labelled case on a cohort that played no part in "
-            "fitting or choosing the models"
-        )
     return table

@@ -678,6 +678,11 @@ def compare(
         table = compare_dirs(dir_a, dir_b, seed=seed)
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if table.empty:
+        raise fail(
+            f"{dir_a} and {dir_b} share no labelled case on a cohort that played no part in "
+            "fitting or choosing the models"
+        )
     # the primary endpoint: this pair's macro AUC on the external and prospective cohorts
     primary = [c for c in ("external", "prospective") if c in set(table["cohort"])]
     pair = (arm_names(table["arm_a"]).iloc[0], arm_names(table["arm_b"]).iloc[0])

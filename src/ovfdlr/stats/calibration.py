@@ -46,6 +46,7 @@ from ovfdlr.stats._checks import (
     prefix,
     proba_matrix,
 )
+from ovfdlr.stats.variance import patient_codes
 
 __all__ = [
     "brier_score",
@@ -73,22 +74,6 @@ def _inputs(y: Any, proba: Any, classes: Sequence[int] | None, cohort: str | Non
     yi = class_labels(y, classes, cohort=cohort)
     p = proba_matrix(proba, yi.size, len(classes), cohort=cohort, unit_interval=True)
     return classes, yi, p
-
-
-def _group_codes(groups: Any, n: int, cohort: str | None) -> np.ndarray | None:
-    """Patient ids as codes 0..G-1 (None stays None: every case its own patient)."""
-    if groups is None:
-        return None
-    pre = prefix(cohort)
-    arr = np.asarray(groups)
-    if arr.ndim != 1:
-        raise StatsError(f"{pre}groups must be one-dimensional; got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise StatsError(f"{pre}groups has {arr.shape[0]} values but y has {n}")
-    if pd.isna(arr).any():
-        raise StatsError(f"{pre}groups contains missing patient ids")
-    _, codes = np.unique(arr.astype(str), return_inverse=True)
-    return codes.astype(np.intp)
 
 
 def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -391,7 +376,7 @@ def calibration_regression(
     """
     level = check_level(level)
     classes, yi, p = _inputs(y, proba, classes, cohort)
-    codes = _group_codes(groups, yi.size, cohort)
+    codes = patient_codes(groups, yi.size, cohort)
     method = (
         "logistic recalibration, one-vs-rest: binomial GLM with logit link on logit(p) "
         f"(p clipped to [{CLIP:g}, 1 - {CLIP:g}]); Wald CI"
@@ -468,7 +453,7 @@ def calibration_summary_ci(
     level = check_level(level)
     classes, yi, p = _inputs(y, proba, classes, cohort)
     n = yi.size
-    codes = _group_codes(groups, n, cohort)
+    codes = patient_codes(groups, n, cohort)
     terms = _brier_terms(yi, p)
     top = _top_label_gap(yi, p, n_bins)
     classwise = _classwise_gaps(yi, p, n_bins)

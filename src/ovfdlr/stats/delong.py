@@ -370,7 +370,7 @@ def _paired(is_case, a, b, alternative, level, direction, codes, permutations) -
             ci_upper=nan,
             method="Paired permutation test for two correlated ROC curves",
             se=0.0,
-            note="DeLong not estimable (variance 0): paired permutation test",
+            note=_perm.NOT_ESTIMABLE,
             n_permutations=int(null.size),
         )
     z = ratio(d, sig)

@@ -483,7 +483,7 @@ def macro_auc_test(
             ci_upper=nan,
             method="Paired permutation test for two correlated macro-average one-vs-rest AUCs",
             se=0.0,
-            note="DeLong not estimable (variance 0): paired permutation test",
+            note=_perm.NOT_ESTIMABLE,
             n_permutations=int(null.size),
         )
     z = ratio(d, se)
@@ -544,8 +544,7 @@ def bootstrap_macro_test(
     macro_a, macro_b = float(aucs[0].mean()), float(aucs[1].mean())
     d = macro_a - macro_b
     counts = np.bincount(yi, minlength=n_classes)
-    groups_or_cases = None if groups is None else np.asarray(groups)
-    weights = patient_weights(groups_or_cases, yi.size, n_boot, np.random.default_rng(seed))
+    weights = patient_weights(groups, yi.size, n_boot, np.random.default_rng(seed))
     diffs = np.zeros(n_boot)
     for k in range(n_classes):
         is_pos = yi == k

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 MIN_PERMUTATIONS = 2000
+# the note of a test whose DeLong variance is zero and whose p-value comes from permutations
+NOT_ESTIMABLE = "DeLong not estimable (variance 0): paired permutation test"
 
 
 def swap_masks(codes: np.ndarray | None, n: int, n_permutations: int, seed: int) -> np.ndarray:
@@ -52,4 +54,4 @@ def swapped(a: np.ndarray, b: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray
     return np.where(masks, b[None, :], a[None, :]), np.where(masks, a[None, :], b[None, :])
 
 
-__all__ = ["MIN_PERMUTATIONS", "permutation_p", "swap_masks", "swapped"]
+__all__ = ["MIN_PERMUTATIONS", "NOT_ESTIMABLE", "permutation_p", "swap_masks", "swapped"]

@@ -49,6 +49,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ovfdlr.stats._checks import StatsError, prefix
 
@@ -70,20 +71,28 @@ def check_variance(variance: str) -> str:
     return variance
 
 
-def cluster_codes(groups: Any, n: int, cohort: str | None = None) -> np.ndarray | None:
-    """Integer patient codes (0..I-1) of the cases, or None when no patient has two cases.
-
-    ``groups``: one patient identifier per case (None: every case its own patient).
-    """
+def patient_codes(groups: Any, n: int, cohort: str | None = None) -> np.ndarray | None:
+    """Integer patient codes (0..I-1) of the cases (None stays None: every case its own
+    patient). ``groups``: one patient identifier per case, none missing."""
     if groups is None:
         return None
+    pre = prefix(cohort)
     values = np.asarray(groups)
-    if values.ndim != 1 or values.size != n:
-        raise StatsError(f"{prefix(cohort)}groups must hold one patient per case ({n})")
-    if values.dtype.kind == "f" and np.isnan(values).any():
-        raise StatsError(f"{prefix(cohort)}groups contains NaN (a case without a patient)")
+    if values.ndim != 1:
+        raise StatsError(f"{pre}groups must be one-dimensional; got shape {values.shape}")
+    if values.shape[0] != n:
+        raise StatsError(f"{pre}groups has {values.shape[0]} values but y has {n}")
+    if pd.isna(values).any():
+        raise StatsError(f"{pre}groups contains missing patient ids")
     _, codes = np.unique(values.astype(str), return_inverse=True)
-    if codes.size == 0 or np.bincount(codes).max() < 2:
+    return codes.astype(np.intp)
+
+
+def cluster_codes(groups: Any, n: int, cohort: str | None = None) -> np.ndarray | None:
+    """:func:`patient_codes`, or None when no patient has two cases (the unclustered
+    estimators then apply unchanged)."""
+    codes = patient_codes(groups, n, cohort)
+    if codes is None or codes.size == 0 or np.bincount(codes).max() < 2:
         return None
     return codes
 
