@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from ovfdlr import __version__
@@ -45,7 +46,38 @@ def test_synth_then_validate(tmp_path):
 def test_synth_rejects_contradictory_sizes(tmp_path):
     result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--n", "5", "--paper-scale"])
     assert result.exit_code == 1
-    assert "either --n or --paper-scale" in result.output
+    assert "one way: --n, --paper-scale or --sizes" in result.output
+
+
+def test_synth_sizes_and_stratified_cohorts(tmp_path):
+    result = runner.invoke(
+        app,
+        ["synth", "--out", str(tmp_path), "--sizes", "train=4,external=6"]
+        + ["--stratify", "external", "--jobs", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    counts = manifest.groupby("cohort")["label"].value_counts().unstack(fill_value=0)
+    assert counts.loc["external"].tolist() == [2, 2, 2]
+    assert counts.loc["train"].sum() == 4 and set(manifest["cohort"]) == {"train", "external"}
+    assert "│ external │ 2 │ 2 │ 2 │" in result.output  # the printed cases per class
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--sizes", "train=4,externl=3"], "cohort 'externl' is not a synthetic cohort"),
+        (["--sizes", "train=four"], "--sizes: 'train=four': the size must be a whole number"),
+        (["--sizes", "train"], "--sizes: 'train' is not COHORT=SIZE"),
+        (["--sizes", "train=4", "--stratify", "external"], "cohort 'external' has no cases"),
+        (["--n", "5", "--sizes", "train=4"], "one way: --n, --paper-scale or --sizes"),
+    ],
+)
+def test_synth_names_a_bad_design(tmp_path, options, message):
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path / "c"), *options])
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "c").exists()
 
 
 def test_demo_config_is_the_two_arm_design(tmp_path):
@@ -64,7 +96,21 @@ def test_demo_config_is_the_two_arm_design(tmp_path):
 
 def test_demo_refuses_contradictory_sizes(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "6", "--paper-scale"])
-    assert result.exit_code == 1 and "either --n or --paper-scale" in result.output
+    assert result.exit_code == 1 and "one way: --n, --paper-scale or --sizes" in result.output
+
+
+def test_demo_cohort_has_every_class_in_every_validation_cohort():
+    """The default demo's design: 8 cases of each class in external and prospective."""
+    from ovfdlr.demo import DEMO_STRATIFIED, PER_CLASS, demo_sizes
+    from ovfdlr.synthetic.design import CohortDesign, draw_population, synthetic_labels
+
+    for labels in ("astlof", "genant", "binary"):
+        design = CohortDesign.of(sizes=demo_sizes(labels), stratify=DEMO_STRATIFIED, labels=labels)
+        pop = draw_population(design, seed=0)
+        table = pd.crosstab(pop["cohort"], synthetic_labels(pop, labels))
+        for cohort in DEMO_STRATIFIED:
+            assert (table.loc[cohort] == PER_CLASS).all(), (labels, table)
+        assert (table.loc[["train", "internal"]] >= 1).all().all(), (labels, table)
 
 
 def test_cli_reference_is_current():

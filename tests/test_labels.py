@@ -236,7 +236,7 @@ def test_binary_run_end_to_end(tmp_path):
 
 def test_synthetic_labels_follow_the_truth():
     from ovfdlr.morphometry import genant_grade
-    from ovfdlr.synthetic.cohort import synthetic_label_config, synthetic_labels
+    from ovfdlr.synthetic.design import synthetic_label_config, synthetic_labels
 
     pop = pd.DataFrame({"label": [0, 1, 2, 2], "height_loss_pct": [5.0, 21.0, 30.0, 55.0]})
     assert synthetic_labels(pop, "astlof").tolist() == [0, 1, 2, 2]

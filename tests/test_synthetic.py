@@ -149,6 +149,65 @@ def test_paper_scale_cohorts_patients_and_levels():
         sample_population(500, paper_scale=True)
 
 
+def test_explicit_sizes_equal_the_split_of_n():
+    """``counts`` that equal n's split give the same population as n (same seed)."""
+    assert sample_population(40, seed=3).equals(sample_population(seed=3, counts=split_counts(40)))
+    df = sample_population(seed=3, counts={"external": 5, "train": 7, "internal": 0})
+    assert df["cohort"].value_counts().to_dict() == {"train": 7, "external": 5}
+    with pytest.raises(ValueError, match="cohort 'validation' is not a synthetic cohort"):
+        sample_population(seed=0, counts={"validation": 3})
+    with pytest.raises(ValueError, match="size must be a whole number >= 0"):
+        sample_population(seed=0, counts={"train": -1})
+
+
+@pytest.mark.parametrize("labels", ["astlof", "genant", "binary"])
+def test_stratified_cohorts_hold_equal_classes_of_whole_patients(labels):
+    from ovfdlr.synthetic.design import (
+        SCHEME_CLASSES,
+        CohortDesign,
+        draw_population,
+        synthetic_labels,
+    )
+
+    design = CohortDesign.of(
+        sizes={"train": 30, "internal": 9, "external": 13}, stratify=["external"], labels=labels
+    )
+    pop = draw_population(design, seed=4)
+    label = synthetic_labels(pop, labels)
+    k = len(SCHEME_CLASSES[labels])
+    external = label[pop["cohort"] == "external"].value_counts().sort_index()
+    assert external.tolist() == [13 // k + (i < 13 % k) for i in range(k)]
+    assert pop["cohort"].value_counts().to_dict() == {"train": 30, "internal": 9, "external": 13}
+    assert (pop.groupby("patient_id")["cohort"].nunique() == 1).all()
+    # ids consecutive in row order, patients' rows together, and the draw deterministic
+    width = max(4, len(str(len(pop))))
+    assert pop["case_id"].tolist() == [f"ovf-{i + 1:0{width}d}" for i in range(len(pop))]
+    first = pop.groupby("patient_id", sort=False).head(1).index
+    assert (
+        pop.groupby("patient_id")
+        .size()
+        .loc[pop.loc[first, "patient_id"]]
+        .cumsum()
+        .shift(fill_value=0)
+        .to_numpy()
+        == first.to_numpy()
+    ).all()
+    assert draw_population(design, seed=4).equals(pop)
+    assert not draw_population(design, seed=5).equals(pop)
+
+
+def test_a_class_that_cannot_be_filled_is_named(monkeypatch):
+    from ovfdlr.synthetic import design
+
+    # no over-sampling: Genant grade 0 (about 1 case in 10) cannot fill a quarter of a cohort
+    monkeypatch.setattr(design, "OVERSAMPLING", (1,))
+    plan = design.CohortDesign.of(
+        sizes={"train": 5, "external": 40}, stratify=["external"], labels="genant"
+    )
+    with pytest.raises(ValueError, match=r"cohort 'external': only \d+ of the 10 cases of class 0"):
+        design.draw_population(plan, seed=0)
+
+
 def test_scanner_parameters_by_centre(population):
     df = population
     assert df["spacing_inplane_mm"].between(0.6, 0.9).all()

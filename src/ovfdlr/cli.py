@@ -131,11 +131,51 @@ def _label_scheme(text: str):
         raise fail(f"{path}: not a labels entry ({first})") from None
 
 
+SizesOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Cases per cohort, e.g. train=68,internal=17,external=24,prospective=24 "
+        "(instead of --n / --paper-scale)."
+    ),
+]
+StratifyOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Cohorts drawn with an equal number of cases in every class, comma-separated "
+        "(e.g. external,prospective); 'none' for none."
+    ),
+]
+
+
 def _synth_labels(labels: str) -> None:
-    from ovfdlr.synthetic.cohort import SYNTHETIC_LABELS
+    from ovfdlr.synthetic.design import SYNTHETIC_LABELS
 
     if labels not in SYNTHETIC_LABELS:
         raise fail(f"--labels '{labels}' is not one of {', '.join(SYNTHETIC_LABELS)}")
+
+
+def _synth_design(
+    n: int | None, paper_scale: bool, sizes: str | None, stratify: str | None, labels: str
+):
+    """The synthetic cohort's design from the options; every fault names its option."""
+    from ovfdlr.synthetic.design import CohortDesign, parse_sizes
+
+    _synth_labels(labels)
+    if sum((n is not None, paper_scale, sizes is not None)) > 1:
+        raise fail("give the cohort size one way: --n, --paper-scale or --sizes")
+    if n is not None and n < 1:
+        raise fail(f"--n must be at least 1 (got {n})")
+    try:
+        counts = parse_sizes(sizes) if sizes is not None else None
+    except ValueError as exc:
+        raise fail(f"--sizes: {exc}") from None
+    names = [] if stratify in (None, "", "none") else [c.strip() for c in stratify.split(",")]
+    try:
+        return CohortDesign.of(
+            n, paper_scale=paper_scale, sizes=counts, stratify=names, labels=labels
+        )
+    except ValueError as exc:
+        raise fail(f"--stratify: {exc}" if "stratify" in str(exc) else str(exc)) from None
 
 
 @app.command()
@@ -203,24 +243,32 @@ def synth(
     paper_scale: Annotated[
         bool, typer.Option(help="750 train / 187 internal / 110 external / 51 prospective.")
     ] = False,
+    sizes: SizesOption = None,
+    stratify: StratifyOption = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = all cores.")] = 0,
     labels: SynthLabelsOption = "astlof",
 ) -> None:
-    """Generate the synthetic multi-centre vertebral CT cohort (images, masks, manifest, truth)."""
+    """Generate the synthetic multi-centre vertebral CT cohort (images, masks, manifest, truth).
+
+    Cohorts are drawn at the population's class mix (about 40/30/30 % for ASTLOF) unless
+    --stratify names them: those hold an equal number of cases of every class."""
     from ovfdlr.synthetic import generate_cohort
 
-    if n is not None and paper_scale:
-        raise fail("give either --n or --paper-scale, not both")
-    if n is not None and n < 1:
-        raise fail(f"--n must be at least 1 (got {n})")
-    _synth_labels(labels)
-    manifest = generate_cohort(out, n, paper_scale=paper_scale, seed=seed, jobs=jobs, labels=labels)
+    design = _synth_design(n, paper_scale, sizes, stratify, labels)
+    try:  # a class that cannot be filled fails before any file is written
+        manifest = generate_cohort(out, seed=seed, jobs=jobs, design=design)
+    except ValueError as exc:
+        raise fail(f"--stratify: {exc}") from None
     console.print(f"wrote {len(manifest)} cases to {out / 'manifest.csv'}")
+    print_frame(
+        pd.crosstab(manifest["cohort"], manifest["label"]).rename_axis(index="cohort"),
+        "Cases per cohort and class",
+    )
 
 
 def _run_and_summarise(config, out: Path) -> None:
-    from ovfdlr.experiment import RunError, run_experiment, summary_table
+    from ovfdlr.experiment import RunError, primary_summary, run_experiment, summary_table
 
     try:
         payload = run_experiment(config, out)
@@ -229,20 +277,9 @@ def _run_and_summarise(config, out: Path) -> None:
     timings = pd.DataFrame(payload["stages"]).set_index("name").round({"seconds": 1})
     print_frame(timings, "Stages")
     print_frame(summary_table(out, payload), "Chosen model per arm", index=False)
-    comparison = out / "tables" / "comparison.csv"
-    if comparison.is_file():
-        from ovfdlr.evaluation import BINARY_TEST, MACRO_TEST
-
-        table = pd.read_csv(comparison)
-        for test, title in (
-            (MACRO_TEST, "Arm comparison (macro AUC, DeLong at the population's class mix)"),
-            (BINARY_TEST, "Arm comparison (AUC, paired DeLong)"),
-        ):
-            rows = table[table["test"] == test]
-            if len(rows):
-                columns = ["cohort", "scoring", "arm_a", "arm_b", "auc_a", "auc_b", "p_value"]
-                columns += [c for c in ("p_adjusted", "family") if c in rows.columns]
-                print_frame(rows[columns].round(4), title, index=False)
+    primary = primary_summary(out)
+    if len(primary):
+        print_frame(primary, "Primary endpoint (every test: tables/comparison.csv)", index=False)
     for arm, info in payload["arms"].items():
         deep = info.get("deep")
         if deep and not deep.get("pretrained"):
@@ -282,23 +319,40 @@ def run(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
-    n: Annotated[int | None, typer.Option(help="Number of vertebrae (default 100).")] = None,
+    n: Annotated[
+        int | None,
+        typer.Option(help="Number of vertebrae, split 750:187:110:51 (instead of the default)."),
+    ] = None,
     paper_scale: Annotated[bool, typer.Option(help="The paper's cohort sizes (1,098).")] = False,
+    sizes: SizesOption = None,
+    stratify: Annotated[
+        str | None,
+        typer.Option(
+            help="Cohorts with an equal number of cases per class (default external,"
+            "prospective, none with --paper-scale); 'none' for none."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = all cores.")] = 0,
     labels: SynthLabelsOption = "astlof",
 ) -> None:
     """The main job on the embedded synthetic cohort: generate it, run the two-arm experiment
-    (radiomics + morphometry, and the same fused with ResNet-50 features), write the report."""
+    (radiomics + morphometry, and the same fused with ResNet-50 features), write the report.
+
+    The default cohort: 68 training and 17 internal vertebrae at the population's class mix,
+    and 8 vertebrae of every class in the external and in the prospective cohort."""
     import time
 
     from ovfdlr.config import load_config
-    from ovfdlr.demo import DEFAULT_N, demo_weights, write_demo_config
+    from ovfdlr.demo import DEMO_STRATIFIED, demo_sizes, demo_weights, write_demo_config
     from ovfdlr.synthetic import generate_cohort
 
-    if n is not None and paper_scale:
-        raise fail("give either --n or --paper-scale, not both")
-    _synth_labels(labels)
+    if stratify is None and not paper_scale:
+        stratify = ",".join(DEMO_STRATIFIED)
+    if n is None and not paper_scale and sizes is None:
+        _synth_labels(labels)
+        sizes = ",".join(f"{k}={v}" for k, v in demo_sizes(labels).items())
+    design = _synth_design(n, paper_scale, sizes, stratify, labels)
     _, pretrained = demo_weights()
     if not pretrained:
         err.print(
@@ -308,9 +362,10 @@ def demo(
         )
     cohort_dir = out / "cohort"
     start = time.perf_counter()
-    if not paper_scale and n is None:
-        n = DEFAULT_N
-    generate_cohort(cohort_dir, n, paper_scale=paper_scale, seed=seed, jobs=jobs, labels=labels)
+    try:
+        generate_cohort(cohort_dir, seed=seed, jobs=jobs, design=design)
+    except ValueError as exc:
+        raise fail(f"--stratify: {exc}") from None
     console.print(f"[dim]stage[/] synthetic cohort: {time.perf_counter() - start:.1f} s")
     config = write_demo_config(
         out, cohort_dir / "manifest.csv", seed=seed, jobs=jobs, labels=labels

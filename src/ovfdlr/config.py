@@ -240,6 +240,9 @@ class EvaluationConfig(Strict):
     primary: PrimaryConfig = PrimaryConfig()
     n_boot: int = Field(2000, ge=200)
     n_permutations: int = Field(2000, ge=2000)
+    # the anticipated C-statistic of each pair of classes behind the report's minimum sample
+    # size (Riley et al.); the report states it as an assumption
+    anticipated_c: float = Field(0.8, gt=0.5, lt=1.0)
 
 
 class RadiomicsConfig(Strict):

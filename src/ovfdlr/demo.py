@@ -4,8 +4,14 @@ Two arms, as in the paper's design but on what can run anywhere: ``radiomics`` (
 morphometry alone) and ``deep`` (the same fused with ResNet-50 features). The deep arm uses
 torchvision's ImageNet weights when they are in torchvision's cache on this machine; otherwise a
 seeded untrained ResNet-50, and the console, ``run.json`` and the report say plainly that the
-deep features are untrained. The default size keeps the demo within about eight minutes on two
-cores (nested cross-validation, three outer folds, is most of it).
+deep features are untrained.
+
+The default cohort (:func:`demo_sizes`): 68 training and 17 internal vertebrae at the
+population's class mix, and :data:`PER_CLASS` vertebrae of every class in the external and in
+the prospective cohort, so every cohort has a confidence interval and a test for every class.
+The training cohort's size keeps the demo within about eight minutes on two cores (nested
+cross-validation, three outer folds, is most of it); the validation cohorts cost only their
+feature extraction.
 """
 
 from __future__ import annotations
@@ -14,7 +20,19 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_N = 100
+#: The training and internal cohorts of the demo (the population's class mix).
+DEMO_TRAINING = {"train": 68, "internal": 17}
+#: The demo's cohorts drawn with an equal number of cases of every class, and that number.
+DEMO_STRATIFIED = ("external", "prospective")
+PER_CLASS = 8
+
+
+def demo_sizes(labels: str = "astlof") -> dict[str, int]:
+    """Cases per cohort of the default demo under a synthetic label scheme."""
+    from ovfdlr.synthetic.design import SCHEME_CLASSES
+
+    per_cohort = PER_CLASS * len(SCHEME_CLASSES[labels])
+    return {**DEMO_TRAINING, **dict.fromkeys(DEMO_STRATIFIED, per_cohort)}
 
 
 def demo_weights() -> tuple[str, bool]:
@@ -28,8 +46,8 @@ def demo_config(
     cohort_manifest: Path, *, seed: int = 0, jobs: int = 0, labels: str = "astlof"
 ) -> dict:
     """The demo experiment as a config mapping (written as ``experiment.yaml``); ``labels`` is
-    the synthetic cohort's label scheme (:func:`ovfdlr.synthetic.cohort.synthetic_labels`)."""
-    from ovfdlr.synthetic.cohort import synthetic_label_config
+    the synthetic cohort's label scheme (:func:`ovfdlr.synthetic.design.synthetic_labels`)."""
+    from ovfdlr.synthetic.design import synthetic_label_config
 
     weights, _ = demo_weights()
     return {

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -591,6 +592,7 @@ def _bundle_inputs(state: RunState, arm):
 
 def _write_run_json(state: RunState) -> dict:
     from ovfdlr.records import ManifestRef, RunArm, StageEntry, to_data, write_run
+    from ovfdlr.synthetic.cohort import provenance as synthetic_provenance
 
     config, layout = state.config, state.layout
     arms = {}
@@ -624,6 +626,7 @@ def _write_run_json(state: RunState) -> dict:
         training_cohort=config.cohorts.training,
         warnings=state.warnings,
         failed_cases=int(failed),
+        synthetic=synthetic_provenance(config.manifest),
     )
     write_run(layout.run_json, record)
     return to_data(record)
@@ -708,6 +711,72 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
     return payload
 
 
+def _auc_text(auc, lower, upper, note: str = "") -> str:
+    """``0.812 (0.731-0.893)``; without a CI, the reason (``0.950 (CI n/a: 1 case in class 1)``)."""
+
+    def finite(value) -> bool:
+        return value is not None and math.isfinite(float(value))
+
+    if not finite(auc):
+        return f"no AUC: {note}" if note else "no AUC"
+    if not (finite(lower) and finite(upper)):
+        return f"{auc:.3f} ({note or 'CI n/a'})"
+    return f"{auc:.3f} ({lower:.3f}-{upper:.3f})"
+
+
+def _chosen_notes(arm, summary) -> dict[str, str]:
+    """The performance table's note of the chosen model per view (empty when none)."""
+    from ovfdlr.scoring import view_label, with_scoring
+
+    path = arm.table("performance")
+    if not path.is_file():
+        return {}
+    frame = with_scoring(pd.read_csv(path), summary.training)
+    frame = frame[frame["classifier"].astype(str) == summary.chosen]
+    return {
+        view_label(str(r.cohort), str(r.scoring)): str(r.note)
+        for r in frame.itertuples(index=False)
+        if isinstance(r.note, str) and r.note
+    }
+
+
+def primary_summary(out: Path) -> pd.DataFrame:
+    """The primary endpoint's tests for the console: cohort, the difference tested, with its
+    95% CI, p and Holm-adjusted p (an empty table when the run has none)."""
+    from ovfdlr.report.summary import primary_endpoint
+    from ovfdlr.scoring import view_label
+
+    path = RunLayout(out).comparison
+    if not path.is_file():
+        return pd.DataFrame()
+    rows = primary_endpoint(pd.read_csv(path))
+    return pd.DataFrame(
+        {
+            "cohort": [
+                view_label(c, s) for c, s in zip(rows["cohort"], rows["scoring"], strict=True)
+            ],
+            "difference of": [
+                f"{a} - {b}" for a, b in zip(rows["arm_a"], rows["arm_b"], strict=True)
+            ],
+            "AUCs": [
+                f"{a:.3f} vs {b:.3f}" for a, b in zip(rows["auc_a"], rows["auc_b"], strict=True)
+            ],
+            "difference (95% CI)": [
+                _auc_text(d, lo, hi, n if isinstance(n, str) else "").replace("no AUC", "no test")
+                for d, lo, hi, n in zip(
+                    rows["difference"],
+                    rows["ci_lower"],
+                    rows["ci_upper"],
+                    rows["note"],
+                    strict=True,
+                )
+            ],
+            "p": rows["p_value"].round(4).tolist(),
+            "p (Holm)": rows["p_adjusted"].round(4).tolist(),
+        }
+    )
+
+
 def summary_table(out: Path, payload: dict) -> pd.DataFrame:
     """Chosen model and macro AUC (95 % CI) per arm and view, for the console: the training
     cohort's apparent, out-of-fold and nested cross-validation views (``not run: <reason>``
@@ -719,8 +788,9 @@ def summary_table(out: Path, payload: dict) -> pd.DataFrame:
         summary = read_arm(layout.arm(name, arm["folder"]).arm_json)
         training = summary.training
         nested = view_label(training, NESTED)
+        notes = _chosen_notes(layout.arm(name, arm["folder"]), summary)
         views = {
-            view: f"{auc.auc:.3f} ({auc.lower:.3f}-{auc.upper:.3f})"
+            view: _auc_text(auc.auc, auc.lower, auc.upper, notes.get(view, ""))
             for view, auc in summary.macro_auc.items()
         }
         if nested not in views:

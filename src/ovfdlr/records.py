@@ -87,6 +87,9 @@ class RunRecord(Record):
     training_cohort: str
     warnings: list[str]
     failed_cases: int
+    # the provenance of a cohort ovfdlr generated (ovfdlr.synthetic.cohort.provenance): None
+    # for real data and for runs recorded before it was kept
+    synthetic: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------

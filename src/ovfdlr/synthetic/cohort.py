@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,14 @@ import SimpleITK as sitk
 
 from ..cohort import MANIFEST_COLUMNS as COHORT_MANIFEST_COLUMNS
 from ..parallel import TaskFailure, run_tasks
-from .population import PAPER_SCALE, sample_population
+from .design import (
+    SCHEME_CLASSES,
+    CohortDesign,
+    draw_population,
+    synthetic_label_config,
+    synthetic_labels,
+)
+from .population import PAPER_SCALE
 from .render import render_case
 from .scanner import CENTRES, COHORT_CENTRE, FOV_MM
 
@@ -65,33 +73,6 @@ TRUTH_COLUMNS: tuple[str, ...] = (
 
 _CASE_FILE = re.compile(r"^ovf-\d+\.nii\.gz$")
 
-SYNTHETIC_LABELS = ("astlof", "genant", "binary")
-
-
-def synthetic_labels(pop: pd.DataFrame, scheme: str) -> pd.Series:
-    """The manifest labels of the synthetic cohort under a label scheme, from its truth.
-
-    ``astlof``: the ASTLOF class of the latent item scores. ``genant``: the Genant grade of the
-    true height loss (:func:`ovfdlr.morphometry.genant_grade`). ``binary``: 1 for ASTLOF class 2
-    (surgery), 0 otherwise, to be read with :func:`synthetic_label_config`.
-    """
-    if scheme == "astlof":
-        return pop["label"].astype(int)
-    if scheme == "genant":
-        from ..morphometry import genant_grade
-
-        return pop["height_loss_pct"].map(genant_grade).astype(int)
-    if scheme == "binary":
-        return (pop["label"] == 2).astype(int)
-    raise ValueError(f"labels '{scheme}' is not one of {', '.join(SYNTHETIC_LABELS)}")
-
-
-def synthetic_label_config(scheme: str) -> str | dict:
-    """The experiment config's ``labels`` entry for a cohort written with ``scheme``."""
-    if scheme == "binary":  # the manifest holds 0/1 already
-        return {"scheme": "binary", "negative": [0], "positive": [1]}
-    return scheme
-
 
 def _render_and_write(task: tuple[dict, str]) -> str:
     """Render one case and write its image and mask (a module-level function for workers)."""
@@ -112,6 +93,9 @@ def generate_cohort(
     jobs: int | None = 1,
     progress: bool = True,
     labels: str = "astlof",
+    sizes: Mapping[str, int] | None = None,
+    stratify: Collection[str] = (),
+    design: CohortDesign | None = None,
 ) -> pd.DataFrame:
     """Generate the synthetic vertebral CT cohort under ``out_dir``; return the manifest.
 
@@ -120,17 +104,24 @@ def generate_cohort(
     ``cohort.json`` (seed, size, generator version, centres). ``n`` defaults to 200 vertebrae
     split 750:187:110:51 over train/internal/external/prospective; ``paper_scale=True`` gives
     exactly those 1,098. The same ``seed`` gives byte-identical files whatever ``jobs`` is.
+    ``sizes`` gives the cases per cohort instead (``{"train": 68, "external": 24}``), and the
+    cohorts named in ``stratify`` hold an equal number of cases of every class of the label
+    scheme (see :mod:`ovfdlr.synthetic.design`); ``design`` gives all of that (and the labels)
+    as one :class:`~ovfdlr.synthetic.design.CohortDesign`.
     ``labels`` chooses the manifest's label scheme (:func:`synthetic_labels`); ``truth.csv``
     keeps the ASTLOF class and the Genant grade whichever is chosen.
     Case files from an earlier cohort in the same folder that are not part of this one are
     removed.
     """
     out = Path(out_dir)
-    if labels not in SYNTHETIC_LABELS:
-        raise ValueError(f"labels '{labels}' is not one of {', '.join(SYNTHETIC_LABELS)}")
+    if design is None:
+        design = CohortDesign.of(
+            n, paper_scale=paper_scale, sizes=sizes, stratify=stratify, labels=labels
+        )
+    labels = design.labels
+    pop = draw_population(design, seed)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    pop = sample_population(n, seed=seed, paper_scale=paper_scale)
 
     tasks = [(row, str(out)) for row in pop.to_dict("records")]
     results = run_tasks(
@@ -170,15 +161,13 @@ def generate_cohort(
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "n": len(pop),
-        "paper_scale": bool(paper_scale),
+        "paper_scale": bool(design.paper_scale),
         "cohorts": {c: int((pop["cohort"] == c).sum()) for c in PAPER_SCALE},
+        "stratified": design.stratified_shares(),
         "patients": int(pop["patient_id"].nunique()),
         "label_scheme": labels,
         "label_config": synthetic_label_config(labels),
-        "labels": {
-            str(k): int((manifest["label"] == k).sum())
-            for k in {"astlof": (0, 1, 2), "genant": (0, 1, 2, 3), "binary": (0, 1)}[labels]
-        },
+        "labels": {str(k): int((manifest["label"] == k).sum()) for k in SCHEME_CLASSES[labels]},
         "fov_mm": list(FOV_MM),
         "cohort_centre": dict(COHORT_CENTRE),
         "centres": {name: c.as_dict() for name, c in CENTRES.items()},
@@ -191,3 +180,21 @@ def generate_cohort(
     }
     (out / "cohort.json").write_text(json.dumps(info, indent=2) + "\n")
     return manifest
+
+
+def provenance(manifest: Path | str) -> dict | None:
+    """What a run records of a synthetic cohort: ``cohort.json`` beside ``manifest`` when
+    ovfdlr's generator wrote both (generator version, seed, sizes, stratified cohorts); None
+    for any other manifest."""
+    manifest = Path(manifest)
+    info_path = manifest.parent / "cohort.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("generator") != "ovfdlr.synthetic":
+        return None
+    if (info.get("files") or {}).get("manifest") != manifest.name:
+        return None
+    keys = ("generator_version", "seed", "n", "cohorts", "stratified", "label_scheme")
+    return {k: info[k] for k in keys if k in info}

@@ -28,6 +28,7 @@ fractured endplate). Pain is invisible on CT.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
@@ -401,18 +402,44 @@ def population_seeds(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedS
     return pop, render
 
 
+def check_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """Cases per cohort, checked: known cohort names (each has its centre), whole numbers >= 0,
+    at least one case in all."""
+    checked = {}
+    for name, value in counts.items():
+        if name not in COHORTS:
+            raise ValueError(
+                f"cohort '{name}' is not a synthetic cohort (one of {', '.join(COHORTS)})"
+            )
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise ValueError(f"cohort '{name}': size must be a whole number >= 0 (got {value!r})")
+        checked[name] = int(value)
+    if sum(checked.values()) < 1:
+        raise ValueError("the cohort sizes add up to no case")
+    return {c: checked[c] for c in COHORTS if checked.get(c)}
+
+
 def sample_population(
-    n: int | None = None, seed: int = 0, paper_scale: bool = False
+    n: int | None = None,
+    seed: int = 0,
+    paper_scale: bool = False,
+    *,
+    counts: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Latent patients, vertebrae and scanner parameters (no rendering).
 
     One row per vertebra, ordered by case id; ``n`` defaults to 200, and ``paper_scale=True``
-    gives the paper's 1,098 vertebrae (750/187/110/51). Each row carries everything
+    gives the paper's 1,098 vertebrae (750/187/110/51); ``counts`` gives the vertebrae per
+    cohort instead (``{"train": 68, "external": 24}``). Each row carries everything
     :func:`~ovfdlr.synthetic.render.render_case` needs, including ``render_seed``, drawn from a
     :class:`numpy.random.SeedSequence` spawned per case so a case renders the same whatever the
     order or process it is rendered in.
     """
-    if paper_scale:
+    if counts is not None:
+        if n is not None or paper_scale:
+            raise ValueError("give the cohort sizes either as counts or as n / paper_scale")
+        counts = check_counts(counts)
+    elif paper_scale:
         total = sum(PAPER_SCALE.values())
         if n is not None and n != total:
             raise ValueError(f"paper_scale gives {total} vertebrae; got n={n}")
