@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import itertools
 import json
 import re
 import shutil
@@ -17,8 +18,10 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import yaml
+from markupsafe import escape
 
 from ovfdlr.arm import compare_dirs, train_arm
+from ovfdlr.classifiers import display_name
 from ovfdlr.cohort import centre_table, class_table
 from ovfdlr.evaluation import adjust_comparisons
 from ovfdlr.experiment import _demographics
@@ -38,17 +41,22 @@ SETTINGS = TrainSettings(classifiers=("lr", "rf"), quick=True, folds=3, jobs=1)
 PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PID-123456"
 SECTIONS = (
     "top",
-    "metadata",
-    "cohort",
-    "inputs",
-    "selection",
+    "summary",
     "performance",
     "roc",
     "comparison",
     "calibration",
+    "subgroups",
     "shap",
+    "selection",
+    "hyperparameters",
+    "sample-size",
+    "cohort",
+    "inputs",
     "finetuning",
     "limitations",
+    "checklists",
+    "metadata",
     "files",
 )
 DATA_URI = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"')
@@ -126,7 +134,9 @@ def write_run(run: Path) -> Path:
     ).to_csv(run / "features/finetuned-radimagenet.curve.csv", index=False)
     gradcam = run / "features/gradcam-radimagenet/gradcam-c001.png"
     gradcam.parent.mkdir(parents=True)
-    small_figure("c001").savefig(gradcam)
+    overlay = small_figure("c001")  # as ovfdlr.deep.gradcam writes them: PNG and SVG
+    overlay.savefig(gradcam)
+    overlay.savefig(gradcam.with_suffix(".svg"))
 
     # the cohort the manifest names: one case is a DICOM series with a patient's name inside
     manifest_dir = run / "cohort"
@@ -183,6 +193,7 @@ def write_run(run: Path) -> Path:
         training_cohort="train",
         warnings=["1 case failed in radiomics"],
         failed_cases=1,
+        synthetic={"generator_version": "1.0.0", "seed": 7, "stratified": {"external": {}}},
     )
     write_run_record(layout.run_json, record)
     return run
@@ -221,17 +232,86 @@ def section(html: str, name: str) -> str:
 
 
 def test_report_is_written_beside_the_run_with_every_section_in_order(run_dir, report, html):
+    from ovfdlr.report.sections import SECTIONS as DEFINED
+
     assert report == run_dir / "report.html"
     positions = [html.index(f'id="{name}"') for name in SECTIONS]
     assert positions == sorted(positions)
-    for heading in ("Run metadata", "Cohort", "Prepared inputs", "Feature selection"):
-        assert f">{heading}</h2>" in html
+    assert [s.id for s in DEFINED] == list(SECTIONS[1:])
+    for s in DEFINED[1:]:  # each detail section: its heading, then the sentence of what it shows
+        text = section(html, s.id)
+        assert f"<h2>{s.title}</h2>" in text and f'<p class="says">{escape(s.says)}</p>' in text
+
+
+def test_first_screen(run_dir, html):
+    """The question, the cohorts per class, the primary endpoint, the forest plot of macro AUC
+    per arm and view, and the chosen models: all before the first detail section."""
+    first = section(html, "summary")
+    assert "Which <strong>astlof</strong> class" in first
+    classes = pd.read_csv(run_dir / "tables/cohort_classes.csv")
+    for row in classes.itertuples(index=False):
+        assert f"<td>{row.cohort}</td><td>{row[1]}</td><td>{row[2]}</td>" in first
+    primary = first[first.index('id="primary-endpoint"') :]
+    primary = primary[: primary.index("</div>")]
+    comparison = pd.read_csv(run_dir / "tables/comparison.csv")
+    rows = comparison[
+        (comparison["family"] == "primary") & (comparison["test"] == "macro (DeLong)")
+    ]
+    assert len(rows) == 1 and "Holm" in primary
+    row = rows.iloc[0]
+    assert fmt.estimate(row.difference, row.ci_lower, row.ci_upper) in primary
+    assert fmt.p_value(row.p_adjusted) in primary
+    forest = pd.read_csv(run_dir / "tables/report/summary-macro-auc.csv")
+    assert set(forest["arm"]) == {"radimagenet", "untrained"}
+    assert set(forest["view"]) == {
+        "train (apparent)",
+        "train (out-of-fold)",
+        "internal",
+        "external",
+    }
+    assert 'alt="macro AUC (95% CI) per arm and cohort"' in first
+    assert (run_dir / "figures/report/summary-forest.svg").is_file()
+    for name in ("radimagenet", "untrained"):
+        chosen = json.loads((run_dir / f"arms/{name}/arm.json").read_text())["chosen"]
+        assert f"<td>{name}</td><td>{display_name(chosen)}</td>" in first
+        assert fmt.number(forest.query("arm == @name and view == 'external'").auc.iloc[0]) in first
+
+
+def test_every_table_links_its_csv_and_every_figure_its_png_and_svg(run_dir, html):
+    tables = html.count("<table>")
+    links = re.findall(
+        r'</table>\s*(?:</details>\s*)?<p class="links">table: <a href="([^"]+)"', html
+    )
+    assert tables > 20 and len(links) == tables
+    for link in links:
+        assert link.endswith(".csv") and (run_dir / link).is_file(), link
+    figures = re.findall(
+        r'<a href="([^"]+\.png)">PNG</a>( · <a href="([^"]+\.svg)">SVG</a>)?', html
+    )
+    assert len(figures) == html.count("<img ")
+    for png, _, svg in figures:
+        assert (run_dir / png).is_file() and svg == png[:-4] + ".svg" and (run_dir / svg).is_file()
+
+
+def test_long_tables_are_collapsed_with_their_csv_linked():
+    from ovfdlr.report.context import COLLAPSE_ROWS, Table
+    from ovfdlr.report.html import _environment
+
+    macros = _environment().get_template("macros.html.j2").module
+    short = Table(["a"], [["1"]] * COLLAPSE_ROWS, "t.csv")
+    long = Table(["a"], [["1"]] * (COLLAPSE_ROWS + 1), "t.csv")
+    assert "<details" not in str(macros.table(short))
+    text = str(macros.table(long))
+    assert text.index("<details") < text.index("<table>")
+    assert f"{COLLAPSE_ROWS + 1} rows: show the table" in text and 'href="t.csv"' in text
+    assert "<details" not in str(macros.table(long, open=True))
 
 
 def test_every_figure_is_embedded_once(run_dir, html):
     expected = (
         list(run_dir.glob("arms/*/figures/*.png"))
         + list(run_dir.glob("figures/*.png"))
+        + list(run_dir.glob("figures/report/*.png"))
         + list(run_dir.glob("features/gradcam-*/*.png"))
     )
     assert (run_dir / "figures/finetune-radimagenet.png").is_file()
@@ -258,9 +338,10 @@ def test_header_states_the_weights_and_warns_of_the_untrained_network(html):
     header = section(html, "top")
     assert 'id="untrained-warning"' in header
     assert "untrained network" in header and "untrained" in header
-    assert "deep features from ResNet-50 (RadImageNet)" in header
-    assert "UNTRAINED ResNet-50" in header
     assert "2025-01-31T10:20:30+00:00" in header and "ovfdlr 0.1.0" in header
+    question = section(html, "summary")
+    assert "deep features from ResNet-50 (RadImageNet)" in question
+    assert "UNTRAINED ResNet-50" in question
 
 
 def test_no_warning_when_every_network_is_pretrained(run_dir, tmp_path):
@@ -282,11 +363,8 @@ def test_metadata_section(html):
     assert f"<td>{np.__version__}</td>" in meta
 
 
-def test_cohort_section(run_dir, html):
+def test_cohort_section(html):
     cohort = section(html, "cohort")
-    classes = pd.read_csv(run_dir / "tables/cohort_classes.csv")
-    for row in classes.itertuples(index=False):
-        assert f"<td>{row.cohort}</td><td>{row[1]}</td><td>{row[2]}</td>" in cohort
     assert "<th>age_mean</th>" in cohort and "<td>B</td>" in cohort
 
 
@@ -298,10 +376,12 @@ def test_selection_and_performance_tables(run_dir, html):
             assert f"<td>{feature}</td>" in selection
         performance = section(html, "performance")
         block = performance[performance.index(f'id="performance-{arm}"') :]
-        block = block[: block.find("</table>")]
-        assert block.count("<tr") == 1 + 2 * 4  # header + 2 classifiers x 4 cohorts
-        assert block.count('class="chosen"') == 4
-        assert "(chosen)" in block
+        chosen, every = block.split("</table>")[:2]
+        assert chosen.count("<tr") == 1 + 4  # header + the chosen model x 4 cohorts
+        assert every.count("<tr") == 1 + 2 * 4  # header + 2 classifiers x 4 cohorts
+        assert chosen.count('class="chosen"') == every.count('class="chosen"') == 4
+        assert "(chosen)" in chosen
+        block = chosen
         auc = summary["macro_auc"]["internal"]
         assert fmt.estimate(auc["auc"], auc["lower"], auc["upper"]) in block
 
@@ -345,8 +425,78 @@ def test_sections_of_explanations_fine_tuning_and_limitations(html):
     tuning = section(html, "finetuning")
     assert tuning.count("<img ") == 2 and "gradcam-c001" not in tuning.split("<img")[0]
     limitations = section(html, "limitations")
-    for phrase in ("MRI", "oedema", "vacuum cleft", "pain", "synthetic", "not a treatment"):
+    for phrase in ("MRI", "oedema", "vacuum cleft", "pain", "not a treatment decision"):
         assert phrase in limitations
+
+
+def test_limitations_come_from_the_run(run_dir, html, tmp_path):
+    limitations = section(html, "limitations")
+    items = re.findall(r"<li><strong>(.*?)</strong>", limitations)
+    assert items[-2:] == [
+        "The labels contain what CT cannot see.",
+        "Probabilities are not a treatment decision.",
+    ]
+    for title in (
+        "Synthetic data says nothing about patients.",
+        "Stratified validation cohorts.",
+        "Untrained network.",
+        "Failed cases.",
+        "A training cohort below the minimum sample size.",
+    ):
+        assert title in items, items
+    assert "generator 1.0.0, seed 7" in limitations and "external was drawn" in limitations
+    # real data: no word of synthetic data; a fine-tuned arm without nested CV is named
+    run = copy_run(run_dir, tmp_path)
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["synthetic"] = None
+    (run / "run.json").write_text(json.dumps(record))
+    arm = json.loads((run / "arms/radimagenet/arm.json").read_text(encoding="utf-8"))
+    arm["nested_cv"] = {"ran": False, "reason": "the arm's network was fine-tuned"}
+    (run / "arms/radimagenet/arm.json").write_text(json.dumps(arm))
+    text = section(render_report(run).read_text(encoding="utf-8"), "limitations")
+    assert "Synthetic" not in text and "Stratified" not in text
+    assert "No nested cross-validation for radimagenet." in text
+    assert "the arm&#39;s network was fine-tuned" in text
+
+
+def test_sample_size_section(run_dir, html):
+    from ovfdlr.stats.samplesize import multinomial_sample_size
+
+    part = section(html, "sample-size")
+    minimum = pd.read_csv(run_dir / "tables/report/sample-size-minimum.csv")
+    assert list(minimum["basis"]) == ["candidate features", "selected features"] * 2
+    classes = pd.read_csv(run_dir / "tables/cohort_classes.csv").set_index("cohort")
+    train = classes.loc["train", ["class 0", "class 1", "class 2"]].astype(float)
+    arm = json.loads((run_dir / "arms/radimagenet/arm.json").read_text(encoding="utf-8"))
+    expected = multinomial_sample_size(
+        len(arm["selected_features"]), (train / train.sum()).to_numpy(), c_statistic=0.8
+    )
+    row = minimum.iloc[1]
+    assert row["minimum"] == expected.n and row["training cases"] == train.sum()
+    assert row["met"] == ("yes" if train.sum() >= expected.n else "no")
+    assert "anticipated C-statistic of 0.8" in part and "shrinkage 0.9" in part
+    cases = pd.read_csv(run_dir / "tables/report/sample-size-cases.csv").set_index("cohort")
+    assert cases.loc["train", "class 1: cases"] == classes.loc["train", "class 1"]
+
+
+def test_every_checklist_item_has_a_row(html):
+    from ovfdlr.report.checklists import CHECKLISTS, SUPPLIED_BY_AUTHORS, load
+
+    part = section(html, "checklists")
+    for checklist in CHECKLISTS:
+        items = load(checklist)
+        assert sorted(set(items["parent"].astype(int))) == list(range(1, checklist.items + 1))
+        block = part[part.index(f"<h3>{checklist.name}</h3>") :]
+        block = block[: block.index("</table>")]
+        rows = re.findall(r"<tr><td>(.*?)</td><td>.*?</td><td>.*?</td><td>(.*?)</td></tr>", block)
+        assert [r[0] for r in rows] == list(items["item"])
+        answered = [r for r in rows if r[1] != SUPPLIED_BY_AUTHORS]
+        assert 0 < len(answered) < len(rows)
+        for _, where in answered:
+            assert re.fullmatch(r'<a href="#[a-z-]+">[^<]+</a>', where), where
+        # an item answered only by a section that shows nothing in this run is the authors'
+        unanswered = items[items["report"] == ""]
+        assert {r[0] for r in rows if r[1] == SUPPLIED_BY_AUTHORS} >= set(unanswered["item"])
 
 
 def test_optional_parts_can_be_missing(run_dir, tmp_path):
@@ -415,6 +565,10 @@ def test_browser_loads_every_image_without_script_errors(run_dir, report, html, 
     assert check.images_loaded == check.images_total
     assert check.script_errors == []
     assert check.ok and check.screenshot == png
+    # the primary endpoint lies within the first screen of a 1,400-pixel-wide window
+    assert check.page_width == 1400
+    assert 0 < check.primary_top < check.primary_bottom <= 900
+    assert check.page_height > 3 * 900
     pixels = plt.imread(png)
     assert pixels.shape[:2] == (2000, 1400)
     assert pixels[..., :3].std() > 0.05  # not a blank page
@@ -446,3 +600,25 @@ def test_a_missing_chromium_names_the_package(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrowserError, match="install the Debian package 'chromium'"):
         browser.find_chromium()
+
+
+@pytest.mark.parametrize(
+    "counts", [(3195, 3138, 1939, 834, 128), (1147, 1100, 420, 160, 35), (9, 5)]
+)
+def test_log_axis_labels_do_not_overprint(counts):
+    """The selection funnel's log axis is labelled at powers of ten only, in plain numbers,
+    and no two labels overlap (matplotlib's default labels minor ticks as 2x10^2, 3x10^2...)."""
+    funnel = pd.DataFrame({"step": [f"step {i}" for i in range(len(counts))], "features": counts})
+    figure = figures.funnel_figure(funnel, "deep")
+    figure.canvas.draw()
+    axis = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    labels = [t for t in axis.get_xticklabels(minor=False) + axis.get_xticklabels(minor=True)]
+    shown = [t for t in labels if t.get_text() and t.get_visible()]
+    lo, hi = axis.get_xlim()
+    shown = [t for t in shown if lo <= t.get_position()[0] <= hi]
+    assert len(shown) >= 2
+    assert all(re.fullmatch(r"[\d,]+", t.get_text()) for t in shown), [t.get_text() for t in shown]
+    boxes = sorted((t.get_window_extent(renderer) for t in shown), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes))
+    plt.close(figure)

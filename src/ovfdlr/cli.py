@@ -869,7 +869,9 @@ def report(
         result = check_report(path, path.with_suffix(".png"))
         console.print(
             f"images loaded {result.images_loaded}/{result.images_total}; "
-            f"script errors: {len(result.script_errors)}"
+            f"script errors: {len(result.script_errors)}; page {result.page_height} px high at "
+            f"{result.page_width} px; primary endpoint at {result.primary_top}-"
+            f"{result.primary_bottom} px; first screen: {result.screenshot}"
         )
         if result.images_loaded != result.images_total or result.script_errors:
             raise fail("the report did not render cleanly in Chromium")

@@ -193,6 +193,21 @@ class RunLayout:
         """``figures/<stem>`` without a suffix."""
         return self.figures / stem
 
+    @property
+    def report_tables(self) -> Path:
+        """``tables/report/``: the tables the report derives from the run's files (the first
+        screen, hyper-parameters, sample size, checklists, timings), written when it is built."""
+        return self.tables / "report"
+
+    def report_table(self, name: str) -> Path:
+        """``tables/report/<name>.csv``."""
+        return self.report_tables / f"{name}.csv"
+
+    @property
+    def report_figures(self) -> Path:
+        """``figures/report/``: the figures the report draws itself (the forest plot)."""
+        return self.figures / "report"
+
     # -- features ------------------------------------------------------------------------------
 
     @property

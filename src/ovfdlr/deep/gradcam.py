@@ -64,6 +64,7 @@ def save_overlays(
         figure.tight_layout()
         path = folder / f"gradcam-{name}.png"
         figure.savefig(path, dpi=100)
+        figure.savefig(path.with_suffix(".svg"), dpi=100, metadata={"Date": None})
         plt.close(figure)
         written.append(path)
     return written

@@ -70,6 +70,7 @@ def contact_sheets(
         figure.tight_layout()
         path = out / f"inputs-{number:03d}.png"
         figure.savefig(path, dpi=90)
+        figure.savefig(path.with_suffix(".svg"), dpi=90, metadata={"Date": None})
         plt.close(figure)
         sheets.append(path)
     return sheets, failed

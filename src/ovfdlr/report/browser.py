@@ -54,6 +54,10 @@ class BrowserCheck:
     images_loaded: int
     script_errors: list[str] = field(default_factory=list)
     screenshot: Path | None = None
+    primary_top: int | None = None  # page pixels from the top to the primary endpoint's box
+    primary_bottom: int | None = None
+    page_height: int | None = None  # the whole page's height in pixels
+    page_width: int | None = None  # the window's width the page was laid out in
 
     @property
     def ok(self) -> bool:
@@ -128,15 +132,28 @@ class _CheckElement(HTMLParser):
 
 def parse_check(dom: str) -> tuple[int, int, list[str]]:
     """Images total, images loaded and script errors from a dumped DOM of a report."""
-    parser = _CheckElement()
-    parser.feed(dom)
-    found = parser.attributes
-    if found is None:
-        raise BrowserError(f"the page has no #{CHECK_ELEMENT} element: not an ovfdlr report")
+    found = _check_attributes(dom)
     if found.get("data-ready") != "1":
         return 0, 0, ["the report's check script did not run to the page's load event"]
     errors = json.loads(found.get("data-script-errors") or "[]")
     return int(found["data-images-total"]), int(found["data-images-loaded"]), list(errors)
+
+
+def parse_layout(dom: str) -> dict[str, int | None]:
+    """Where the page put the primary endpoint's box (``primary_top``, ``primary_bottom``, in
+    page pixels) and the page's ``page_height`` and ``page_width``; None where not recorded."""
+    found = _check_attributes(dom)
+    names = ("primary_top", "primary_bottom", "page_height", "page_width")
+    values = {n: found.get("data-" + n.replace("_", "-")) for n in names}
+    return {n: int(v) if v not in (None, "") else None for n, v in values.items()}
+
+
+def _check_attributes(dom: str) -> dict[str, str]:
+    parser = _CheckElement()
+    parser.feed(dom)
+    if parser.attributes is None:
+        raise BrowserError(f"the page has no #{CHECK_ELEMENT} element: not an ovfdlr report")
+    return parser.attributes
 
 
 def take_screenshot(
@@ -168,14 +185,22 @@ def take_screenshot(
 
 
 def check_report(
-    html: Path, screenshot: Path | None = None, *, timeout: float = 120
+    html: Path,
+    screenshot: Path | None = None,
+    *,
+    timeout: float = 120,
+    width: int = 1400,
+    height: int = 900,
 ) -> BrowserCheck:
-    """Load a report in headless Chromium; count loaded images, collect script errors, and take
-    a screenshot of the top of the page when ``screenshot`` names a PNG file."""
+    """Load a report in headless Chromium in a ``width`` x ``height`` window; count loaded
+    images, collect script errors, record where the primary endpoint lies and how long the
+    page is, and take a screenshot of the top of the page (``width`` x 2000) when
+    ``screenshot`` names a PNG file."""
     url = _url(html)
-    result = _run(["--dump-dom", url], timeout)
+    result = _run([f"--window-size={width},{height}", "--dump-dom", url], timeout)
     total, loaded, errors = parse_check(result.stdout)
+    layout = parse_layout(result.stdout)
     shot = None
     if screenshot is not None:
-        shot = take_screenshot(html, screenshot, timeout=timeout)
-    return BrowserCheck(total, loaded, errors, shot)
+        shot = take_screenshot(html, screenshot, width=width, timeout=timeout)
+    return BrowserCheck(total, loaded, errors, shot, **layout)

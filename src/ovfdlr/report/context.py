@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ovfdlr import __version__
@@ -79,15 +80,35 @@ class Figure:
     svg: str | None = None
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links somewhere (a section of the page, a file)."""
+
+    text: str
+    href: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass
 class Table:
-    """A table as display strings, with a link to its CSV file."""
+    """A table as display strings (or :class:`Link` cells), with a link to its CSV file.
+
+    Tables of more than :data:`COLLAPSE_ROWS` rows are shown collapsed (the CSV linked)."""
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: list[list[str | Link]]
     csv: str | None = None
     row_classes: list[str] = field(default_factory=list)
     caption: str = ""
+
+    @property
+    def collapsed(self) -> bool:
+        return len(self.rows) > COLLAPSE_ROWS
+
+
+COLLAPSE_ROWS = 25
 
 
 @dataclass
@@ -107,6 +128,10 @@ class ArmView:
     features: Table
     stability: Table
     performance: Table
+    performance_chosen: Table
+    hyperparameters: Table
+    subgroups: Table | None
+    calibration_regression: Table | None
     roc: list[Figure]
     confusion: list[Figure]
     calibration: list[Figure]
@@ -157,6 +182,22 @@ class RunFolder:
             return pd.read_csv(path, **kwargs)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise ReportError(f"{path} is not a readable CSV table: {exc}") from exc
+
+    def write_table(self, name: str, frame: pd.DataFrame, index: bool = False) -> str:
+        """Write a table the report derives (``tables/report/<name>.csv``); return its link."""
+        path = self.layout.report_table(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=index)
+        return self.link(path)
+
+    def draw(self, figure, stem: str, title: str) -> Figure:
+        """Save a figure the report draws (``figures/report/<stem>.png`` and ``.svg``) and
+        embed it."""
+        from ovfdlr.report import figures
+
+        path = self.layout.report_figures / stem
+        figures.save(figure, path)
+        return self.figure(path.with_suffix(".png"), title)
 
     def figure(self, path: Path, title: str) -> Figure:
         """Embed the PNG at ``path``; link it and its SVG twin when there is one."""
@@ -224,9 +265,14 @@ def _ci(row: pd.Series, name: str, digits: int = 3) -> str:
     )
 
 
-def performance_table(run: RunFolder, path: Path, chosen: str, training: str = "train") -> Table:
-    """Every classifier on every cohort and scoring; the chosen model's rows marked."""
+def performance_table(
+    run: RunFolder, path: Path, chosen: str, training: str = "train", only_chosen: bool = False
+) -> Table:
+    """Every classifier (or only the chosen one) on every cohort and scoring; the chosen
+    model's rows first and marked."""
     frame = with_scoring(run.read_csv(path), training)
+    if only_chosen:
+        frame = frame[frame["classifier"].astype(str) == chosen]
     frame = frame.assign(
         _chosen=frame["classifier"] != chosen,
         _cohort=view_sort_key(frame["cohort"], frame["scoring"], training),
@@ -300,6 +346,94 @@ def stability_table(run: RunFolder, path: Path, selected: list[str], top: int = 
     return Table(
         ["feature", "selected in CV folds", "in the final model"], rows, run.link(path), [], caption
     )
+
+
+def hyperparameters_table(run: RunFolder, name: str, summary: dict, cv_search: Path) -> Table:
+    """Per classifier: the hyper-parameters its patient-grouped CV search chose, the mean (SD)
+    macro AUC of that setting over the folds, and how many settings were tried."""
+    best = summary.get("best_params") or {}
+    search = run.read_csv(cv_search) if cv_search.is_file() else pd.DataFrame()
+    chosen = str(summary.get("chosen", ""))
+    rows = []
+    for key, params in best.items():
+        scores = pd.Series(dtype=float)
+        tried = None
+        if not search.empty:
+            mine = search[search["classifier"].astype(str) == key]
+            scores = mine.loc[mine["params"].astype(str) == str(params), "macro_auc"]
+            tried = mine["params"].nunique()
+        rows.append(
+            {
+                "classifier": display_name(key) + (" (chosen)" if key == chosen else ""),
+                "hyper-parameters": str(params),
+                "CV macro AUC, mean": scores.mean() if len(scores) else np.nan,
+                "SD over folds": scores.std(ddof=1) if len(scores) > 1 else np.nan,
+                "folds": len(scores),
+                "settings tried": tried,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    link = run.write_table(f"{name}-hyperparameters", frame)
+    table = frame_table(frame, link)
+    table.row_classes = ["chosen" if "(chosen)" in r[0] else "" for r in table.rows]
+    return table
+
+
+def subgroups_table(run: RunFolder, path: Path, training: str = "train") -> Table | None:
+    """The chosen model's macro AUC (95% CI) per validation cohort and subgroup."""
+    if not path.is_file():
+        return None
+    frame = with_scoring(run.read_csv(path), training)
+    frame = frame.assign(
+        _order=view_sort_key(frame["cohort"], frame["scoring"], training)
+    ).sort_values("_order", kind="stable")
+    rows = [
+        [
+            view_label(str(r["cohort"]), str(r["scoring"])),
+            str(r["subgroup"]),
+            str(r["level"]),
+            fmt.number(r.get("n"), 0),
+            fmt.number(r.get("patients"), 0),
+            _ci(r, "macro_auc"),
+            "" if fmt.is_missing(r.get("note")) else str(r["note"]),
+        ]
+        for _, r in frame.iterrows()
+    ]
+    columns = ["cohort", "subgroup", "level", "n", "patients", "macro AUC (95% CI)", "note"]
+    return Table(columns, rows, run.link(path))
+
+
+def calibration_regression_table(
+    run: RunFolder, path: Path, labels: LabelScheme, training: str = "train"
+) -> Table | None:
+    """Calibration intercept and slope (95% CI) per cohort and class (ideal: 0 and 1)."""
+    if not path.is_file():
+        return None
+    frame = with_scoring(run.read_csv(path), training)
+    frame = frame.assign(
+        _order=view_sort_key(frame["cohort"], frame["scoring"], training)
+    ).sort_values(["_order", "class"], kind="stable")
+    rows = []
+    for _, r in frame.iterrows():
+        try:
+            name = labels.label_text(int(r["class"]))
+        except (ValueError, TypeError):
+            name = str(r["class"])
+        rows.append(
+            [
+                view_label(str(r["cohort"]), str(r["scoring"])),
+                name,
+                fmt.number(r.get("n"), 0),
+                fmt.number(r.get("n_events"), 0),
+                _ci(r, "intercept", 2),
+                _ci(r, "slope", 2),
+                "" if fmt.is_missing(r.get("note")) else str(r["note"]),
+            ]
+        )
+    columns = ["cohort", "class", "n", "events", "intercept (95% CI)", "slope (95% CI)", "note"]
+    method = str(frame["method"].iloc[0]) if len(frame) and "method" in frame else ""
+    caption = "ideal: intercept 0, slope 1" + (f"; {method}" if method else "")
+    return Table(columns, rows, run.link(path), caption=caption)
 
 
 def summary_table(arms: list[tuple[str, dict]]) -> Table:
@@ -521,6 +655,14 @@ def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
             run, tables / "selection_stability.csv", list(summary.get("selected_features", []))
         ),
         performance=performance_table(run, tables / "performance.csv", chosen, training),
+        performance_chosen=performance_table(
+            run, tables / "performance.csv", chosen, training, only_chosen=True
+        ),
+        hyperparameters=hyperparameters_table(run, name, summary, tables / "cv_search.csv"),
+        subgroups=subgroups_table(run, tables / "subgroups.csv", training),
+        calibration_regression=calibration_regression_table(
+            run, tables / "calibration_regression.csv", labels, training
+        ),
         roc=_cohort_figures(run, figures, "roc", cohorts, missing),
         confusion=_cohort_figures(run, figures, "confusion", cohorts, missing),
         calibration=_cohort_figures(run, figures, "calibration", cohorts, missing),
@@ -564,8 +706,32 @@ def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
         "config_text": run.layout.config.read_text(encoding="utf-8"),
         "config_link": run.link(run.layout.config),
         "config_sha256": manifest.get("config_sha256", fmt.MISSING),
-        "versions": Table(["package", "version"], [[k, str(v)] for k, v in versions.items()]),
-        "stages": Table(["stage", "time", "status"], stage_rows),
+        "versions": Table(
+            ["package", "version"],
+            [[k, str(v)] for k, v in versions.items()],
+            run.write_table(
+                "versions",
+                pd.DataFrame({"package": list(versions), "version": list(versions.values())}),
+            ),
+        ),
+        "stages": Table(
+            ["stage", "time", "status"],
+            stage_rows,
+            run.write_table(
+                "stages",
+                pd.DataFrame(
+                    [
+                        {
+                            "stage": s.get("name"),
+                            "seconds": s.get("seconds"),
+                            "status": s.get("status"),
+                        }
+                        for s in stages
+                    ],
+                    columns=["stage", "seconds", "status"],
+                ),
+            ),
+        ),
         "manifest_path": data.get("path", fmt.MISSING),
         "manifest_sha256": data.get("sha256", fmt.MISSING),
         "manifest_cases": data.get("cases", fmt.MISSING),
@@ -610,6 +776,235 @@ def cohort_section(run: RunFolder, training: str = "train") -> dict[str, Table |
     return tables
 
 
+def _estimate_cells(frame: pd.DataFrame, digits: int = 3) -> list[str]:
+    return [
+        fmt.estimate(a, lo, hi, digits)
+        for a, lo, hi in zip(frame["auc"], frame["lower"], frame["upper"], strict=True)
+    ]
+
+
+def forest_section(
+    run: RunFolder, arms: list[tuple[str, dict, ArmLayout]]
+) -> tuple[Figure | None, Table]:
+    """The chosen model's macro AUC (95% CI) per arm and view: a forest plot and its table
+    (``tables/report/summary-macro-auc.csv``)."""
+    from ovfdlr.report import figures
+    from ovfdlr.report.summary import chosen_macro_auc
+
+    frames = [
+        chosen_macro_auc(name, summary, run.read_csv(arm.table("performance")))
+        for name, summary, arm in arms
+    ]
+    forest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    link = run.write_table("summary-macro-auc", forest)
+    rows = [
+        [
+            r.arm,
+            r.model,
+            r.view,
+            r.claim,
+            fmt.number(r.n, 0),
+            est,
+            r.note,
+        ]
+        for r, est in zip(forest.itertuples(index=False), _estimate_cells(forest), strict=True)
+    ]
+    table = Table(
+        ["arm", "model", "cohort", "what it can claim", "n", "macro AUC (95% CI)", "note"],
+        rows,
+        link,
+    )
+    drawable = (
+        forest[pd.to_numeric(forest["auc"], errors="coerce").notna()] if len(forest) else forest
+    )
+    figure = None
+    if len(drawable):
+        figure = run.draw(
+            figures.forest_figure(drawable),
+            "summary-forest",
+            "macro AUC (95% CI) per arm and cohort",
+        )
+    return figure, table
+
+
+def primary_section(run: RunFolder, training: str) -> dict[str, Any]:
+    """The primary endpoint's tests (``tables/report/primary-endpoint.csv``), with the family's
+    adjustment, or why there is none."""
+    from ovfdlr.report.summary import primary_endpoint
+
+    path = run.layout.comparison
+    if not path.is_file():
+        return {"table": None, "why": "This run compares no arms, so it has no primary endpoint."}
+    frame = primary_endpoint(run.read_csv(path), training)
+    if frame.empty:
+        return {
+            "table": None,
+            "why": "No comparison of this run belongs to the primary endpoint's family "
+            "(see the arm comparison).",
+        }
+    keep = ["cohort", "scoring", "arm_a", "arm_b", "n", "test", "auc_a", "auc_b", "difference"]
+    keep += ["ci_lower", "ci_upper", "statistic", "p_value", "p_adjusted", "adjustment", "note"]
+    link = run.write_table("primary-endpoint", frame[[c for c in keep if c in frame.columns]])
+    rows = []
+    for number, (_, row) in enumerate(frame.iterrows(), start=2):
+        try:
+            p, p_holm = fmt.p_value(row.get("p_value")), fmt.p_value(row.get("p_adjusted"))
+        except ValueError as exc:
+            raise ReportError(f"{path}: primary endpoint row {number}: {exc}") from exc
+        rows.append(
+            [
+                view_label(str(row["cohort"]), str(row["scoring"])),
+                fmt.number(row.get("n"), 0),
+                f"{fmt.number(row.get('auc_a'))} vs {fmt.number(row.get('auc_b'))}",
+                fmt.estimate(row.get("difference"), row.get("ci_lower"), row.get("ci_upper")),
+                p,
+                p_holm,
+                "" if fmt.is_missing(row.get("note")) else str(row["note"]),
+            ]
+        )
+    first = frame.iloc[0]
+    adjustment = "" if fmt.is_missing(first.get("adjustment")) else str(first["adjustment"])
+    columns = ["cohort", "n", "AUCs", "difference (95% CI)", "p", "p (Holm)", "note"]
+    if not any(r[-1] for r in rows):  # no note to show: no empty column
+        columns, rows = columns[:-1], [r[:-1] for r in rows]
+    return {
+        "table": Table(columns, rows, link),
+        "pair": f"{first['arm_a']} minus {first['arm_b']}",
+        "test": str(first.get("test", "")),
+        "method": "" if fmt.is_missing(first.get("method")) else str(first["method"]),
+        "adjustment": adjustment,
+        "why": "",
+    }
+
+
+def question(labels: LabelScheme, arms: list[ArmView], meta: dict, chosen: Table) -> dict:
+    """What the run asks: the classes, the arms and how their models were chosen."""
+    classes = ", ".join(f"{v} {n}" for v, n in labels.class_names.items())
+    return {
+        "scheme": labels.scheme,
+        "classes": classes,
+        "arms": [(a.name, a.statement) for a in arms],
+        "training": meta["training_cohort"],
+    }
+
+
+def sample_size_section(
+    run: RunFolder,
+    summaries: list[tuple[str, dict]],
+    labels: LabelScheme,
+    training: str,
+    anticipated_c: float,
+) -> dict[str, Any] | None:
+    """Cases per class per cohort and each arm's minimum sample size (see
+    :mod:`ovfdlr.report.sample_size`), written as ``tables/report/sample-size-*.csv``."""
+    from ovfdlr.report import sample_size as ss
+
+    classes = run.read_csv(run.layout.table("cohort_classes"))
+    columns = ss.class_columns(classes, labels)
+    rows = classes[classes.iloc[:, 0].astype(str) == training]
+    if not columns or rows.empty:
+        return None
+    cases = ss.cases_table(classes, labels)
+    cases = cases.assign(
+        _o=[cohort_order(cases["cohort"], training).index(c) for c in cases["cohort"]]
+    )
+    cases = cases.sort_values("_o", kind="stable").drop(columns="_o")
+    counts = pd.to_numeric(rows.iloc[0][columns], errors="coerce").fillna(0)
+    minimum, method, assumptions = ss.minimum_table(summaries, counts, labels, anticipated_c)
+    cases_table = frame_table(cases, run.write_table("sample-size-cases", cases), digits=3)
+    for row in cases_table.rows:  # shares as percentages
+        for i, column in enumerate(cases.columns):
+            if column.endswith(": share") and row[i] != fmt.MISSING:
+                row[i] = f"{float(row[i]):.0%}"
+    shortfalls = [
+        f"{r['arm']} needs at least {r['minimum']:,} training cases with its "
+        f"{r['parameters']:,} {r['basis']} (the training cohort has {r['training cases']:,})"
+        for _, r in minimum.iterrows()
+        if r["met"] == "no"
+    ]
+    return {
+        "cases": cases_table,
+        "minimum": frame_table(minimum, run.write_table("sample-size-minimum", minimum)),
+        "method": method,
+        "assumptions": assumptions,
+        "shortfalls": shortfalls,
+    }
+
+
+def checklist_section(run: RunFolder, present: set[str]) -> list[dict[str, Any]]:
+    """Every item of each reporting checklist with where this report answers it (a link to the
+    section) or "to be supplied by the authors"; written as ``tables/report/checklist-*.csv``."""
+    from ovfdlr.report.checklists import CHECKLISTS, SUPPLIED_BY_AUTHORS, mapped
+    from ovfdlr.report.sections import BY_ID
+
+    out = []
+    for checklist in CHECKLISTS:
+        frame = mapped(checklist, present)
+        link = run.write_table(f"checklist-{checklist.key}", frame)
+        rows = []
+        for _, r in frame.iterrows():
+            where: str | Link = SUPPLIED_BY_AUTHORS
+            ids = [i for i in str(r["answered_in"]).split(";") if i]
+            if ids:
+                where = Link("; ".join(BY_ID[i].title for i in ids), f"#{ids[0]}")
+            rows.append([str(r["item"]), str(r["section"]), str(r["title"]), where])
+        table = Table(["item", "section", "topic", "where this report answers it"], rows, link)
+        out.append(
+            {
+                "name": checklist.name,
+                "citation": checklist.citation,
+                "licence": checklist.licence,
+                "answered": int((frame["answered_in"] != "").sum()),
+                "total": len(frame),
+                "table": table,
+            }
+        )
+    return out
+
+
+def limitations_section(
+    run: RunFolder,
+    manifest: dict,
+    summaries: list[tuple[str, dict]],
+    labels: LabelScheme,
+    untrained: list[str],
+    shortfalls: list[str],
+) -> list:
+    """The limitations this run shows, then the fixed ones (:mod:`ovfdlr.report.limitations`)."""
+    from ovfdlr.report import sample_size as ss
+    from ovfdlr.report.limitations import RunFacts, run_limitations
+
+    classes = run.read_csv(run.layout.table("cohort_classes"))
+    centres = run.read_csv(run.layout.table("cohort_centres"))
+    facts = RunFacts(
+        classes=classes,
+        class_columns=ss.class_columns(classes, labels),
+        training=str(manifest.get("training_cohort") or "train"),
+        arms=summaries,
+        untrained=untrained,
+        failed_cases=int(manifest.get("failed_cases") or 0),
+        synthetic=manifest.get("synthetic"),
+        below_minimum=shortfalls,
+        centres=centres,
+    )
+    return run_limitations(facts)
+
+
+def _anticipated_c(config_text: str) -> float:
+    """``evaluation.anticipated_c`` of the resolved config (its default when absent)."""
+    import yaml
+
+    from ovfdlr.config import EvaluationConfig
+
+    default = EvaluationConfig().anticipated_c
+    try:
+        data = yaml.safe_load(config_text) or {}
+        value = (data.get("evaluation") or {}).get("anticipated_c", default)
+        return float(value)
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return default
+
+
 def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
     """Everything the template needs, read from ``run_dir`` (see the module docstring)."""
     run = RunFolder(run_dir, report_dir)
@@ -626,18 +1021,62 @@ def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
         (p.relative_to(run.root).as_posix(), run.link(p))
         for p in sorted(run.layout.tables.glob("*.csv"))
     ]
+    from ovfdlr.report.sections import BY_ID
+    from ovfdlr.report.summary import chosen_models
+
+    meta = metadata(run, manifest)
+    layouts = [
+        (name, summary, run.arm(name, manifest["arms"][name])) for name, summary in summaries
+    ]
+    forest_figure, forest_table = forest_section(run, layouts)
+    chosen_frame = chosen_models(summaries)
+    chosen = frame_table(chosen_frame, run.write_table("chosen-models", chosen_frame))
+    sample_size = sample_size_section(
+        run, summaries, labels, training, _anticipated_c(meta["config_text"])
+    )
+    untrained = [a.name for a in arms if a.untrained]
+    limitations = limitations_section(
+        run,
+        manifest,
+        summaries,
+        labels,
+        untrained,
+        sample_size["shortfalls"] if sample_size else [],
+    )
+    inputs = [run.figure(p, p.stem) for p in sorted(run.layout.figures.glob("inputs-*.png"))]
+    comparisons = (
+        comparison_tables(run, comparison_path, training) if comparison_path.is_file() else []
+    )
+    # the sections that show something in this run (a checklist item answered by an empty
+    # section is for the authors to supply)
+    empty = {
+        "finetuning": not any(a.finetune_curve or a.gradcam for a in arms),
+        "inputs": not inputs,
+        "comparison": not comparisons,
+        "sample-size": sample_size is None,
+        "subgroups": not any(a.subgroups for a in arms),
+        "shap": not any(a.shap for a in arms),
+    }
+    present = {s for s in BY_ID if not empty.get(s, False)}
     return {
+        "sample_size": sample_size,
+        "limitations": limitations,
+        "checklists": checklist_section(run, present),
+        "sections": BY_ID,
+        "question": question(labels, arms, meta, chosen),
+        "primary": primary_section(run, training),
+        "forest": forest_figure,
+        "forest_table": forest_table,
+        "chosen": chosen,
         "title": "ovfdlr run report",
         "generator": __version__,
         "arms": arms,
-        "untrained": [a.name for a in arms if a.untrained],
+        "untrained": untrained,
         "summary": summary_table(summaries),
-        "meta": metadata(run, manifest),
+        "meta": meta,
         "cohort": cohort_section(run, training),
-        "inputs": [run.figure(p, p.stem) for p in sorted(run.layout.figures.glob("inputs-*.png"))],
-        "comparisons": comparison_tables(run, comparison_path, training)
-        if comparison_path.is_file()
-        else [],
+        "inputs": inputs,
+        "comparisons": comparisons,
         "labels": labels,
         "run_tables": table_links,
         "finetuned": any(a.finetune_curve or a.gradcam for a in arms),

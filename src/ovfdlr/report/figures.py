@@ -164,14 +164,31 @@ def decision_figure(decision: pd.DataFrame, cohort: str, labels: LabelScheme = D
     return figure
 
 
+def plain_log_axis(axis, which: str = "x") -> None:
+    """A log axis labelled at the powers of ten only, as plain numbers (1, 10, 100, 1,000):
+    matplotlib's default also labels minor ticks (2x10^2, 3x10^2, ...) when the range spans
+    less than two decades, and those labels overprint each other."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    scale = getattr(axis, f"{which}axis")
+    scale.set_major_locator(LogLocator(base=10, numticks=12))
+    scale.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
+    scale.set_minor_formatter(NullFormatter())
+
+
 def funnel_figure(funnel: pd.DataFrame, arm: str):
     """Features left after each selection step."""
     figure, axis = plt.subplots(figsize=(5.0, 2.8))
-    axis.barh(funnel["step"][::-1], funnel["features"][::-1], color="#4c72b0")
-    for i, value in enumerate(funnel["features"][::-1]):
-        axis.text(value, i, f" {value}", va="center", fontsize=8)
-    axis.set(xlabel="features", title=f"feature selection ({arm})")
+    counts = funnel["features"].to_numpy()[::-1]
+    axis.barh(funnel["step"][::-1], counts, color="#4c72b0")
+    for i, value in enumerate(counts):
+        axis.text(value, i, f" {value:,}", va="center", fontsize=8)
+    axis.set(xlabel="features (log scale)", title=f"feature selection ({arm})")
     axis.set_xscale("log")
+    positive = counts[counts > 0]
+    low = 10 ** np.floor(np.log10(positive.min())) if len(positive) else 1
+    axis.set_xlim(low / 2 if low >= 1 else 0.5, max(positive.max(), 1) * 4 if len(positive) else 10)
+    plain_log_axis(axis)
     return figure
 
 
@@ -197,6 +214,7 @@ def lasso_figure(path: pd.DataFrame, chosen_C: float, arm: str):
     twin = axis.twinx()
     twin.plot(path["C"], path["n_features"], color="#4c72b0", lw=1)
     twin.set_ylabel("features selected", color="#4c72b0")
+    plain_log_axis(axis)
     return figure
 
 
@@ -262,5 +280,57 @@ def finetune_figure(curve: pd.DataFrame, arm: str):
     for axis in (loss_axis, accuracy_axis):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(f"fine-tuning ({arm})", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def forest_figure(rows: pd.DataFrame, title: str = "macro one-vs-rest AUC (95% CI)"):
+    """A forest plot: one line per view (``view``, with what it can claim, ``claim``) and one
+    marker per arm (``arm``): the point estimate ``auc`` with its 95% CI ``lower``-``upper``
+    (a marker without a bar where the CI is not estimable). The dotted line is chance (0.5)."""
+    views = list(dict.fromkeys(rows["view"]))
+    arms = list(dict.fromkeys(rows["arm"]))
+    height = 0.42 * len(views) * max(1, len(arms)) ** 0.5 + 1.0
+    figure, axis = plt.subplots(figsize=(7.6, height))
+    step = 0.7 / max(1, len(arms))
+    markers = ("o", "s", "D", "^", "v", "P")
+    for j, arm in enumerate(arms):
+        of_arm = rows[rows["arm"] == arm]
+        y = [views.index(v) + (j - (len(arms) - 1) / 2) * step for v in of_arm["view"]]
+        auc = of_arm["auc"].to_numpy(float)
+        lower = of_arm["lower"].to_numpy(float)
+        upper = of_arm["upper"].to_numpy(float)
+        has = np.isfinite(lower) & np.isfinite(upper)
+        axis.errorbar(
+            auc[has],
+            np.asarray(y)[has],
+            xerr=[auc[has] - lower[has], upper[has] - auc[has]],
+            fmt="none",
+            ecolor=PALETTE[j % len(PALETTE)],
+            elinewidth=1.4,
+            capsize=2.5,
+        )
+        axis.plot(
+            auc,
+            y,
+            markers[j % len(markers)],
+            color=PALETTE[j % len(PALETTE)],
+            ms=5,
+            label=arm,
+            linestyle="none",
+        )
+    claims = dict(zip(rows["view"], rows["claim"], strict=False))
+    axis.set_yticks(range(len(views)))
+    axis.set_yticklabels([f"{v}\n{claims.get(v, '')}" for v in views], fontsize=8)
+    axis.invert_yaxis()
+    axis.axvline(0.5, color="grey", ls=":", lw=0.8)
+    finite = rows[["auc", "lower", "upper"]].to_numpy(float)
+    low = np.nanmin(finite) if np.isfinite(finite).any() else 0.5
+    axis.set_xlim(min(0.45, np.floor(low * 10) / 10), 1.02)
+    axis.set_xlabel(title)
+    axis.grid(axis="x", color="#e3e7ea", lw=0.6)
+    axis.legend(
+        title="arm", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
     figure.tight_layout()
     return figure

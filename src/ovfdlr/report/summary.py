@@ -100,24 +100,25 @@ def chosen_models(arms: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
         settings = summary.get("settings") or {}
         on = summary.get("chosen_on")
         how = (
-            f"best macro AUC on the {settings.get('internal', 'internal')} cohort"
+            f"{settings.get('internal', 'internal')} cohort"
             if on == "internal"
-            else f"best macro AUC in {settings.get('folds', '?')}-fold patient-grouped CV"
+            else f"{settings.get('folds', '?')}-fold patient-grouped CV"
         )
         score = summary.get("chosen_score")
+        if score is not None and np.isfinite(score):
+            how += f", {float(score):.3f}"
         nested = summary.get("nested_cv") or {}
         if nested.get("ran"):
             nested_text = f"ran ({len(nested.get('folds') or [])} outer folds)"
         else:
             nested_text = f"not run: {nested.get('reason') or 'not recorded'}"
+        selected = len(summary.get("selected_features") or [])
         rows.append(
             {
                 "arm": name,
                 "chosen model": display_name(str(summary.get("chosen", ""))),
-                "chosen by": how,
-                "score": np.nan if score is None else float(score),
-                "candidate features": summary.get("n_input_features"),
-                "selected features": len(summary.get("selected_features") or []),
+                "chosen on (best macro AUC)": how,
+                "features": f"{summary.get('n_input_features', '?')} \u2192 {selected}",
                 "nested CV": nested_text,
             }
         )
