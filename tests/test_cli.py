@@ -50,11 +50,8 @@ def test_synth_rejects_contradictory_sizes(tmp_path):
 
 
 def test_synth_sizes_and_stratified_cohorts(tmp_path):
-    result = runner.invoke(
-        app,
-        ["synth", "--out", str(tmp_path), "--sizes", "train=4,external=6"]
-        + ["--stratify", "external", "--jobs", "1"],
-    )
+    options = ["--sizes", "train=4,external=6", "--stratify", "external", "--jobs", "1"]
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path), *options])
     assert result.exit_code == 0, result.output
     manifest = pd.read_csv(tmp_path / "manifest.csv")
     counts = manifest.groupby("cohort")["label"].value_counts().unstack(fill_value=0)

@@ -142,7 +142,7 @@ StratifyOption = Annotated[
     str | None,
     typer.Option(
         help="Cohorts drawn with an equal number of cases in every class, comma-separated "
-        "(e.g. external,prospective); 'none' for none."
+        "(e.g. external,prospective); none for none."
     ),
 ]
 
@@ -251,7 +251,7 @@ def synth(
 ) -> None:
     """Generate the synthetic multi-centre vertebral CT cohort (images, masks, manifest, truth).
 
-    Cohorts are drawn at the population's class mix (about 40/30/30 % for ASTLOF) unless
+    Cohorts are drawn at the class mix of the population (about 40/30/30 % for ASTLOF) unless
     --stratify names them: those hold an equal number of cases of every class."""
     from ovfdlr.synthetic import generate_cohort
 
@@ -329,7 +329,7 @@ def demo(
         str | None,
         typer.Option(
             help="Cohorts with an equal number of cases per class (default external,"
-            "prospective, none with --paper-scale); 'none' for none."
+            "prospective, none with --paper-scale); none for none."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -339,7 +339,7 @@ def demo(
     """The main job on the embedded synthetic cohort: generate it, run the two-arm experiment
     (radiomics + morphometry, and the same fused with ResNet-50 features), write the report.
 
-    The default cohort: 68 training and 17 internal vertebrae at the population's class mix,
+    The default cohort: 68 training and 17 internal vertebrae at the class mix of the population,
     and 8 vertebrae of every class in the external and in the prospective cohort."""
     import time
 
