@@ -136,3 +136,14 @@ def synthetic_cohort(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic")
     generate_cohort(folder, 48, seed=7, jobs=2, progress=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_60(tmp_path_factory) -> Path:
+    """The 60-vertebra synthetic cohort of seed 1 (ASTLOF labels), rendered once for the
+    suite's end-to-end runs (tests write other manifests beside or about it, never into it)."""
+    from ovfdlr.synthetic import generate_cohort
+
+    folder = tmp_path_factory.mktemp("cohort60")
+    generate_cohort(folder, 60, seed=1, jobs=2, progress=False)
+    return folder

@@ -60,6 +60,19 @@ def test_synth_sizes_and_stratified_cohorts(tmp_path):
     assert "│ external │ 2 │ 2 │ 2 │" in result.output  # the printed cases per class
 
 
+@pytest.mark.parametrize("scheme", ["genant", "binary"])
+def test_synth_labels_come_from_the_truth(tmp_path, scheme):
+    from ovfdlr.synthetic.design import synthetic_labels
+
+    options = ["--n", "3", "--labels", scheme, "--jobs", "1"]
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path), *options])
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    truth = pd.read_csv(tmp_path / "truth.csv").set_index("case_id").loc[manifest["case_id"]]
+    expected = truth["genant_grade"] if scheme == "genant" else synthetic_labels(truth, scheme)
+    assert manifest["label"].tolist() == expected.tolist()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

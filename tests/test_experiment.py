@@ -56,12 +56,8 @@ def small_experiment(folder: Path, cohort_manifest: Path, cache: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cohort_60(tmp_path_factory):
-    from ovfdlr.synthetic import generate_cohort
-
-    folder = tmp_path_factory.mktemp("cohort60")
-    generate_cohort(folder, 60, seed=1, jobs=2, progress=False)
-    return folder / "manifest.csv"
+def cohort_60(synthetic_60) -> Path:
+    return synthetic_60 / "manifest.csv"
 
 
 @pytest.fixture(scope="module")
@@ -566,3 +562,35 @@ def test_a_relabelled_case_retrains_the_arms_and_keeps_the_features(finished_run
     preds = pd.read_parquet(run / "arms" / "radiomics" / "predictions.parquet")
     case = table.loc[first, "case_id"]
     assert int(preds.loc[[case], "label"].iloc[0]) == int(table.loc[first, "label"])
+
+
+def test_the_recorded_demo_has_an_estimate_and_a_ci_on_every_cohort():
+    """`ovfdlr demo`'s recorded tables (tests/reference/demo; checked against a fresh demo run
+    with tests/reference_tables.py): with 8 cases of every class in external and prospective,
+    every classifier of both arms has a macro AUC with a 95% CI on every cohort and view, and
+    the primary endpoint has a test on each of its cohorts. This checks the demo's design
+    (which cohorts can be estimated), on data that also chose the models."""
+    reference = Path(__file__).parent / "reference" / "demo"
+    classes = pd.read_csv(reference / "cohort_classes.csv").set_index("cohort")
+    for cohort in ("external", "prospective"):
+        assert (classes.loc[cohort, ["class 0", "class 1", "class 2"]] == 8).all()
+    for arm in ("radiomics", "deep"):
+        performance = pd.read_csv(reference / arm / "performance.csv")
+        views = set(zip(performance["cohort"], performance["scoring"], strict=True))
+        assert views == {
+            ("train", "apparent"),
+            ("train", "out-of-fold"),
+            ("train", "nested-cv"),
+            ("internal", "held-out"),
+            ("external", "held-out"),
+            ("prospective", "held-out"),
+        }
+        values = performance[["macro_auc", "macro_auc_lower", "macro_auc_upper"]]
+        assert values.notna().all().all(), performance[values.isna().any(axis=1)]
+        assert performance["note"].isna().all()
+    comparison = pd.read_csv(reference / "comparison.csv")
+    primary = comparison[
+        (comparison["family"] == "primary") & (comparison["test"] == "macro (DeLong)")
+    ]
+    assert sorted(primary["cohort"]) == ["external", "prospective"]
+    assert primary["p_adjusted"].between(0, 1).all() and primary["ci_lower"].notna().all()

@@ -4,6 +4,7 @@ exactly the plain ROC / DeLong analysis, and Genant and binary runs end to end."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -144,18 +145,30 @@ LIGHT = {
 }
 
 
-def _run(tmp_path, scheme: str, *, nested: bool = False):
+def _run(tmp_path, cohort_60: Path, scheme: str, *, nested: bool = False):
+    """A run of the 60-case cohort (``synthetic_60``) with the labels ``ovfdlr synth --labels
+    scheme`` writes (from its truth); the per-case features come from the session's shared
+    cache after the first scheme's run."""
+    from ovfdlr.synthetic.design import synthetic_label_config, synthetic_labels
+
     folder = tmp_path / scheme
-    result = runner.invoke(
-        app, ["synth", "--out", str(folder / "cohort"), "--n", "60", "--seed", "1",
-              "--labels", scheme, "--jobs", "2"]
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    info = json.loads((folder / "cohort" / "cohort.json").read_text())
+    (folder / "cohort").mkdir(parents=True)
+    truth = pd.read_csv(cohort_60 / "truth.csv").set_index("case_id")
+    manifest = pd.read_csv(cohort_60 / "manifest.csv")
+    truth = truth.loc[manifest["case_id"]]
+    manifest = manifest.assign(
+        image=[str(cohort_60 / p) for p in manifest["image"]],
+        mask=[str(cohort_60 / p) for p in manifest["mask"]],
+        # the grade as the generator computed it (truth.csv rounds the height loss)
+        label=(
+            truth["genant_grade"] if scheme == "genant" else synthetic_labels(truth, scheme)
+        ).to_numpy(),
+    )
+    manifest.to_csv(folder / "cohort" / "manifest.csv", index=False)
     (folder / "light.yaml").write_text(yaml.safe_dump(LIGHT))
     config = {
         "manifest": str(folder / "cohort" / "manifest.csv"),
-        "labels": info["label_config"],
+        "labels": synthetic_label_config(scheme),
         "radiomics": {"params": "light.yaml"},
         "arms": [{"name": "image"}],
         "models": {"classifiers": ["lr", "rf"], "quick": True, "folds": 3},
@@ -163,7 +176,6 @@ def _run(tmp_path, scheme: str, *, nested: bool = False):
         "evaluation": {"nested_cv": nested, "nested_folds": 2},
         "preview": False,
         "jobs": 2,
-        "cache": str(tmp_path / "cache"),
     }
     (folder / "experiment.yaml").write_text(yaml.safe_dump(config))
     result = runner.invoke(
@@ -174,10 +186,10 @@ def _run(tmp_path, scheme: str, *, nested: bool = False):
 
 
 @pytest.mark.slow
-def test_genant_run_end_to_end(tmp_path):
+def test_genant_run_end_to_end(tmp_path, synthetic_60):
     """Four Genant grades from the synthetic height loss; the features that define the grade
     are left out and the report says why."""
-    run, _ = _run(tmp_path, "genant")
+    run, _ = _run(tmp_path, synthetic_60, "genant")
     arm = json.loads((run / "arms" / "image" / "arm.json").read_text())
     assert arm["labels"]["scheme"] == "genant"
     assert not any(f in schemes.GENANT_DEFINING_FEATURES for f in arm["selected_features"])
@@ -195,9 +207,9 @@ def test_genant_run_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_binary_run_end_to_end(tmp_path):
+def test_binary_run_end_to_end(tmp_path, synthetic_60):
     """A two-class run, the one end-to-end run of the suite with nested cross-validation on."""
-    run, output = _run(tmp_path, "binary", nested=True)
+    run, output = _run(tmp_path, synthetic_60, "binary", nested=True)
     performance = pd.read_csv(run / "arms" / "image" / "tables" / "performance.csv")
     preds = pd.read_parquet(run / "arms" / "image" / "predictions.parquet")
     assert [c for c in preds.columns if c.startswith("p") and c[1:].isdigit()] == ["p0", "p1"]

@@ -622,3 +622,21 @@ def test_log_axis_labels_do_not_overprint(counts):
     boxes = sorted((t.get_window_extent(renderer) for t in shown), key=lambda b: b.x0)
     assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes))
     plt.close(figure)
+
+
+def test_console_summary_of_the_primary_endpoint(run_dir, tmp_path):
+    """What `ovfdlr run` prints after the chosen models: the primary endpoint's tests."""
+    from ovfdlr.experiment import primary_summary
+
+    what, table = primary_summary(run_dir)
+    comparison = pd.read_csv(run_dir / "tables/comparison.csv")
+    row = comparison.query("family == 'primary' and test == 'macro (DeLong)'").iloc[0]
+    assert what == f"{row.arm_a} - {row.arm_b}, macro (DeLong)"
+    assert table["cohort"].tolist() == ["external"]
+    assert table["difference (95% CI)"].iloc[0] == (
+        f"{row.difference:.3f} ({row.ci_lower:.3f}-{row.ci_upper:.3f})"
+    )
+    assert table["p (Holm)"].iloc[0] == round(row.p_adjusted, 4)
+    run = copy_run(run_dir, tmp_path)
+    (run / "tables/comparison.csv").unlink()
+    assert primary_summary(run)[1].empty

@@ -277,9 +277,10 @@ def _run_and_summarise(config, out: Path) -> None:
     timings = pd.DataFrame(payload["stages"]).set_index("name").round({"seconds": 1})
     print_frame(timings, "Stages")
     print_frame(summary_table(out, payload), "Chosen model per arm", index=False)
-    primary = primary_summary(out)
+    what, primary = primary_summary(out)
     if len(primary):
-        print_frame(primary, "Primary endpoint (every test: tables/comparison.csv)", index=False)
+        print_frame(primary, f"Primary endpoint: {what}", index=False)
+        console.print(f"every test: {out / 'tables' / 'comparison.csv'}", highlight=False)
     for arm, info in payload["arms"].items():
         deep = info.get("deep")
         if deep and not deep.get("pretrained"):

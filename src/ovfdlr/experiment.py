@@ -740,23 +740,25 @@ def _chosen_notes(arm, summary) -> dict[str, str]:
     }
 
 
-def primary_summary(out: Path) -> pd.DataFrame:
-    """The primary endpoint's tests for the console: cohort, the difference tested, with its
-    95% CI, p and Holm-adjusted p (an empty table when the run has none)."""
+def primary_summary(out: Path) -> tuple[str, pd.DataFrame]:
+    """The primary endpoint's tests for the console: what is tested (``deep (knn) - radiomics
+    (lr), macro (DeLong)``) and per cohort the AUCs, the difference with its 95% CI, p and the
+    Holm-adjusted p (an empty table when the run has none)."""
     from ovfdlr.report.summary import primary_endpoint
     from ovfdlr.scoring import view_label
 
     path = RunLayout(out).comparison
     if not path.is_file():
-        return pd.DataFrame()
+        return "", pd.DataFrame()
     rows = primary_endpoint(pd.read_csv(path))
-    return pd.DataFrame(
+    if rows.empty:
+        return "", pd.DataFrame()
+    first = rows.iloc[0]
+    what = f"{first['arm_a']} - {first['arm_b']}, {first['test']}"
+    return what, pd.DataFrame(
         {
             "cohort": [
                 view_label(c, s) for c, s in zip(rows["cohort"], rows["scoring"], strict=True)
-            ],
-            "difference of": [
-                f"{a} - {b}" for a, b in zip(rows["arm_a"], rows["arm_b"], strict=True)
             ],
             "AUCs": [
                 f"{a:.3f} vs {b:.3f}" for a, b in zip(rows["auc_a"], rows["auc_b"], strict=True)

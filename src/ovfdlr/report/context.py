@@ -403,6 +403,25 @@ def subgroups_table(run: RunFolder, path: Path, training: str = "train") -> Tabl
     return Table(columns, rows, run.link(path))
 
 
+def calibration_summary_table(run: RunFolder, path: Path, training: str) -> Table | None:
+    """Brier score and both ECEs (95% CI) of the chosen model per view; the CI method as the
+    caption (older tables without CIs show the estimates alone)."""
+    if not path.is_file():
+        return None
+    frame = with_scoring(run.read_csv(path), training)
+    frame = frame.assign(
+        _order=view_sort_key(frame["cohort"], frame["scoring"], training)
+    ).sort_values("_order", kind="stable")
+    rows = [
+        [view_label(str(r["cohort"]), str(r["scoring"]))] + [_ci(r, c) for c in CALIBRATION_COLUMNS]
+        for _, r in frame.iterrows()
+    ]
+    columns = ["cohort", *(f"{t} (95% CI)" for t in CALIBRATION_COLUMNS.values())]
+    method = str(frame["method"].iloc[0]) if len(frame) and "method" in frame else ""
+    caption = "the chosen model's calibration per cohort" + (f"; CIs: {method}" if method else "")
+    return Table(columns, rows, run.link(path), caption=caption)
+
+
 def calibration_regression_table(
     run: RunFolder, path: Path, labels: LabelScheme, training: str = "train"
 ) -> Table | None:
@@ -628,14 +647,9 @@ def arm_view(run: RunFolder, name: str, info: dict) -> ArmView:
         zip(performance["cohort"].astype(str), performance["scoring"], strict=True), training
     )
     missing: list[str] = []
-    calibration_summary = None
-    if (tables / "calibration_summary.csv").is_file():
-        path = tables / "calibration_summary.csv"
-        calibration_summary = frame_table(
-            run.read_csv(path).rename(columns=CALIBRATION_COLUMNS),
-            run.link(path),
-            caption="the chosen model's calibration per cohort",
-        )
+    calibration_summary = calibration_summary_table(
+        run, tables / "calibration_summary.csv", training
+    )
     curve, gradcam = _finetune(run, name)
     return ArmView(
         name=name,
