@@ -319,7 +319,7 @@ def test_the_arm_record_and_summary_hold_the_nested_view(data, recorded, tmp_pat
     payload = {"arms": {name: {"folder": f"arms/{name}"} for name in ("nested", "tuned", "older")}}
     table = summary_table(tmp_path, payload)
     views = table[table["cohort"] == "train (nested cv)"].set_index("arm")["macro AUC (95% CI)"]
-    assert re.match(r"^0\.\d{3} \(0\.\d{3}-[01]\.\d{3}\)$", views["nested"])
+    assert re.match(r"^0\.\d{3} \(0\.\d{3}\u2013[01]\.\d{3}\)$", views["nested"])
     assert views["tuned"] == f"not run: {reason}"
     assert views["older"].startswith("not run: not recorded")
     for arm, rows in table.groupby("arm", sort=False):

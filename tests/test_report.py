@@ -634,9 +634,112 @@ def test_console_summary_of_the_primary_endpoint(run_dir, tmp_path):
     assert what == f"{row.arm_a} - {row.arm_b}, macro (DeLong)"
     assert table["cohort"].tolist() == ["external"]
     assert table["difference (95% CI)"].iloc[0] == (
-        f"{row.difference:.3f} ({row.ci_lower:.3f}-{row.ci_upper:.3f})"
+        f"{row.difference:.3f} ({row.ci_lower:.3f}\u2013{row.ci_upper:.3f})"
     )
-    assert table["p (Holm)"].iloc[0] == round(row.p_adjusted, 4)
+    assert table["p (Holm)"].iloc[0] == fmt.p_value(row.p_adjusted)
+    # a test that could not be done says why, and a p-value outside [0, 1] is refused
+    broken = copy_run(run_dir, tmp_path / "broken")
+    frame = pd.read_csv(broken / "tables/comparison.csv")
+    primary = (frame["family"] == "primary") & (frame["test"] == "macro (DeLong)")
+    frame.loc[primary, ["difference", "ci_lower", "ci_upper", "p_value", "p_adjusted"]] = np.nan
+    frame["note"] = frame["note"].astype(object)
+    frame.loc[primary, "note"] = "test n/a: 1 case in class 1"
+    frame.to_csv(broken / "tables/comparison.csv", index=False)
+    row = primary_summary(broken)[1].iloc[0]
+    assert row["difference (95% CI)"] == "no test: test n/a: 1 case in class 1"
+    assert row["p"] == fmt.MISSING and "nan" not in " ".join(map(str, row))
+    frame.loc[primary, "p_value"] = 2.343
+    frame.to_csv(broken / "tables/comparison.csv", index=False)
+    with pytest.raises(ValueError, match="outside"):
+        primary_summary(broken)
     run = copy_run(run_dir, tmp_path)
     (run / "tables/comparison.csv").unlink()
     assert primary_summary(run)[1].empty
+
+
+def test_claims_follow_how_each_arm_chose_its_model():
+    """A held-out cohort that chose an arm's model is labelled so, for that arm only; the
+    forest plot then gives the view a row per claim, and the question says where each arm's
+    model was chosen."""
+    from ovfdlr.labels import astlof
+    from ovfdlr.report.context import question
+    from ovfdlr.report.summary import CHOSE_CLAIM, VIEW_CLAIMS, chosen_macro_auc
+    from ovfdlr.scoring import HELD_OUT
+
+    performance = pd.DataFrame(
+        {
+            "classifier": ["lr"] * 3 + ["rf"] * 3,
+            "cohort": ["train", "internal", "external"] * 2,
+            "scoring": ["apparent", "held-out", "held-out"] * 2,
+            "n": [60, 20, 20] * 2,
+            "note": [np.nan] * 6,
+            "macro_auc": [0.99, 0.8, 0.7, 0.98, 0.75, 0.72],
+            "macro_auc_lower": [0.97, 0.7, 0.6, 0.96, 0.6, 0.6],
+            "macro_auc_upper": [1.0, 0.9, 0.8, 1.0, 0.85, 0.84],
+        }
+    )
+    on_internal = {"chosen": "lr", "chosen_on": "internal", "settings": {"internal": "internal"}}
+    on_cv = {"chosen": "rf", "chosen_on": "cv", "settings": {}}
+    a = chosen_macro_auc("a", on_internal, performance)
+    b = chosen_macro_auc("b", on_cv, performance)
+    assert a.set_index("view").loc["internal", "claim"] == CHOSE_CLAIM
+    assert a.set_index("view").loc["external", "claim"] == VIEW_CLAIMS[HELD_OUT]
+    assert b.set_index("view").loc["internal", "claim"] == VIEW_CLAIMS[HELD_OUT]
+    assert a["auc"].tolist() == [0.99, 0.8, 0.7] and b["auc"].tolist() == [0.98, 0.75, 0.72]
+    figure = figures.forest_figure(pd.concat([a, b], ignore_index=True))
+    ticks = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert f"internal\n{CHOSE_CLAIM}" in ticks and f"internal\n{VIEW_CLAIMS[HELD_OUT]}" in ticks
+    assert len(ticks) == 4  # train, internal twice, external
+    plt.close(figure)
+    asked = question(astlof(), [("a", on_internal), ("b", on_cv)], "train")
+    assert asked["choice"] == (
+        "a's model is chosen by the internal cohort; b's model is chosen by cross-validation "
+        "on the train cohort"
+    )
+    assert question(astlof(), [("b", on_cv)], "train")["choice"] == (
+        "models are chosen by cross-validation on the train cohort"
+    )
+
+
+def test_console_summary_lists_a_view_without_an_estimate(run_dir, tmp_path):
+    from ovfdlr.experiment import summary_table
+
+    run = copy_run(run_dir, tmp_path)
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    chosen = record["arms"]["radimagenet"]["chosen"]
+    path = run / "arms/radimagenet/tables/performance.csv"
+    frame = pd.read_csv(path)
+    external = (frame["classifier"] == chosen) & (frame["cohort"] == "external")
+    frame.loc[external, ["macro_auc", "macro_auc_lower", "macro_auc_upper"]] = np.nan
+    frame["note"] = frame["note"].astype(object)
+    frame.loc[external, "note"] = "AUC n/a: no case in class 2"
+    frame.to_csv(path, index=False)
+    table = summary_table(run, record)
+    views = table[table["arm"] == "radimagenet"].set_index("cohort")["macro AUC (95% CI)"]
+    assert views["external"] == "no AUC: AUC n/a: no case in class 2"
+    assert not table["macro AUC (95% CI)"].str.contains("nan").any()
+
+
+def test_minimum_sample_size_of_a_binary_and_a_three_class_arm():
+    """Both bases of every arm, the positive class's prevalence for two classes, and events
+    per parameter over the whole model's parameters ((K - 1) per feature)."""
+    from ovfdlr.labels import astlof, binary
+    from ovfdlr.report.sample_size import minimum_table
+    from ovfdlr.stats.samplesize import binary_sample_size, multinomial_sample_size
+
+    arm = {"n_input_features": 40, "selected_features": ["a", "b", "c"]}
+    counts = pd.Series({"class 0": 150, "class 1": 50})
+    table, method, assumptions = minimum_table([("x", arm)], counts, binary(), 0.75, patients=180)
+    assert table["basis"].tolist() == ["candidate features", "selected features"]
+    for row, p in zip(table.itertuples(index=False), (40, 3), strict=True):
+        assert row.minimum == binary_sample_size(p, 0.25, c_statistic=0.75).n
+        assert row.parameters == p and row.met == ("yes" if row.minimum <= 200 else "no")
+        assert row[table.columns.get_loc("events per parameter")] == pytest.approx(50 / p)
+    assert "Riley" in method and "of 180 patients" in assumptions
+    assert "for every pair" not in assumptions and "C-statistic of 0.75" in assumptions
+    counts = pd.Series({"class 0": 100, "class 1": 60, "class 2": 40})
+    table, _, assumptions = minimum_table([("x", arm)], counts, astlof(), 0.8)
+    expected = multinomial_sample_size(3, [0.5, 0.3, 0.2], c_statistic=0.8)
+    assert table.iloc[1]["minimum"] == expected.n
+    assert table.iloc[1]["events per parameter"] == pytest.approx(40 / (3 * 2))
+    assert "for every pair of classes" in assumptions and "patients" not in assumptions

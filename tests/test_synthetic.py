@@ -196,6 +196,20 @@ def test_stratified_cohorts_hold_equal_classes_of_whole_patients(labels):
     assert not draw_population(design, seed=5).equals(pop)
 
 
+def test_a_stratified_cohort_needs_a_case_per_class():
+    from ovfdlr.synthetic.design import CohortDesign
+
+    with pytest.raises(ValueError, match="cohort 'prospective' has 2 case"):
+        CohortDesign.of(sizes={"train": 9, "prospective": 2}, stratify=["prospective"])
+    with pytest.raises(ValueError, match="cohort 'prospective' has no cases in this design"):
+        CohortDesign.of(10, stratify=["prospective"])  # 7/2/1/0 vertebrae
+    with pytest.raises(ValueError, match=r"cohort 'external' has 1 case\(s\): too few .* 4 genant"):
+        CohortDesign.of(10, stratify=["external"], labels="genant")
+    design = CohortDesign.of(sizes={"train": 9, "prospective": 2}, stratify=["prospective"],
+                             labels="binary")  # fmt: skip
+    assert design.shares("prospective") == {0: 1, 1: 1} and design.shares("train") is None
+
+
 def test_a_class_that_cannot_be_filled_is_named(monkeypatch):
     from ovfdlr.synthetic import design
 
@@ -418,3 +432,17 @@ def test_render_without_noise_keeps_anatomy(population):
     assert noisy.regions["cleft"].any()
     gas = clean.clean[noisy.regions["cleft"]]  # voxels at least half filled with gas
     assert (gas < -150).all() and gas.min() < -800  # half gas, half bone at worst
+
+
+def test_provenance_only_of_the_manifest_the_generator_wrote(tmp_path):
+    from ovfdlr.synthetic.cohort import provenance
+
+    generate_cohort(tmp_path, sizes={"train": 3, "external": 3}, stratify=["external"],
+                    seed=2, progress=False)  # fmt: skip
+    found = provenance(tmp_path / "manifest.csv")
+    assert found["seed"] == 2 and found["stratified"] == {"external": {"0": 1, "1": 1, "2": 1}}
+    relabelled = pd.read_csv(tmp_path / "manifest.csv").assign(label=0)
+    relabelled.to_csv(tmp_path / "manifest.csv", index=False)
+    assert provenance(tmp_path / "manifest.csv") is None
+    relabelled.to_csv(tmp_path / "other.csv", index=False)
+    assert provenance(tmp_path / "other.csv") is None

@@ -175,7 +175,9 @@ def _synth_design(
             n, paper_scale=paper_scale, sizes=counts, stratify=names, labels=labels
         )
     except ValueError as exc:
-        raise fail(f"--stratify: {exc}" if "stratify" in str(exc) else str(exc)) from None
+        raise fail(
+            f"--stratify: {exc}" if stratify not in (None, "", "none") else str(exc)
+        ) from None
 
 
 @app.command()
@@ -261,10 +263,10 @@ def synth(
     except ValueError as exc:
         raise fail(f"--stratify: {exc}") from None
     console.print(f"wrote {len(manifest)} cases to {out / 'manifest.csv'}")
-    print_frame(
-        pd.crosstab(manifest["cohort"], manifest["label"]).rename_axis(index="cohort"),
-        "Cases per cohort and class",
-    )
+    from ovfdlr.scoring import cohort_order
+
+    table = pd.crosstab(manifest["cohort"], manifest["label"]).rename_axis(index="cohort")
+    print_frame(table.loc[cohort_order(table.index)], "Cases per cohort and class")
 
 
 def _run_and_summarise(config, out: Path) -> None:
@@ -329,8 +331,9 @@ def demo(
     stratify: Annotated[
         str | None,
         typer.Option(
-            help="Cohorts with an equal number of cases per class (default external,"
-            "prospective, none with --paper-scale); none for none."
+            help="Cohorts with an equal number of cases per class (default: external,"
+            "prospective for the default cohort, none with --n, --sizes or --paper-scale); "
+            "none for none."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -348,11 +351,11 @@ def demo(
     from ovfdlr.demo import DEMO_STRATIFIED, demo_sizes, demo_weights, write_demo_config
     from ovfdlr.synthetic import generate_cohort
 
-    if stratify is None and not paper_scale:
-        stratify = ",".join(DEMO_STRATIFIED)
-    if n is None and not paper_scale and sizes is None:
+    if n is None and not paper_scale and sizes is None:  # the default design
         _synth_labels(labels)
         sizes = ",".join(f"{k}={v}" for k, v in demo_sizes(labels).items())
+        if stratify is None:
+            stratify = ",".join(DEMO_STRATIFIED)
     design = _synth_design(n, paper_scale, sizes, stratify, labels)
     _, pretrained = demo_weights()
     if not pretrained:
@@ -871,8 +874,13 @@ def report(
         console.print(
             f"images loaded {result.images_loaded}/{result.images_total}; "
             f"script errors: {len(result.script_errors)}; page {result.page_height} px high at "
-            f"{result.page_width} px; primary endpoint at {result.primary_top}-"
-            f"{result.primary_bottom} px; first screen: {result.screenshot}"
+            f"{result.page_width} px; "
+            + (
+                f"primary endpoint at {result.primary_top}-{result.primary_bottom} px; "
+                if result.primary_top is not None
+                else "no primary endpoint; "
+            )
+            + f"first screen: {result.screenshot}"
         )
         if result.images_loaded != result.images_total or result.script_errors:
             raise fail("the report did not render cleanly in Chromium")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -712,38 +711,42 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
 
 
 def _auc_text(auc, lower, upper, note: str = "") -> str:
-    """``0.812 (0.731-0.893)``; without a CI, the reason (``0.950 (CI n/a: 1 case in class 1)``)."""
+    """``0.812 (0.731\u20130.893)``; without a CI, the reason (``0.950 (CI n/a: 1 case in
+    class 1)``); without an estimate, ``no AUC: <reason>``. Numbers as the report prints them
+    (:mod:`ovfdlr.report.formatting`); never ``nan``."""
+    from ovfdlr.report import formatting as fmt
 
-    def finite(value) -> bool:
-        return value is not None and math.isfinite(float(value))
-
-    if not finite(auc):
+    if fmt.is_missing(auc):
         return f"no AUC: {note}" if note else "no AUC"
-    if not (finite(lower) and finite(upper)):
-        return f"{auc:.3f} ({note or 'CI n/a'})"
-    return f"{auc:.3f} ({lower:.3f}-{upper:.3f})"
+    if fmt.is_missing(lower) or fmt.is_missing(upper):
+        return f"{fmt.number(auc)} ({note or 'CI n/a'})"
+    return fmt.estimate(auc, lower, upper)
 
 
-def _chosen_notes(arm, summary) -> dict[str, str]:
-    """The performance table's note of the chosen model per view (empty when none)."""
-    from ovfdlr.scoring import view_label, with_scoring
+def _chosen_views(arm, summary) -> dict[str, str]:
+    """The chosen model's macro AUC text per view, in reading order, from the arm's
+    performance table (so a view without an estimate is listed with its reason); from
+    ``arm.json`` when the table is absent."""
+    from ovfdlr.report.summary import chosen_macro_auc
 
     path = arm.table("performance")
     if not path.is_file():
-        return {}
-    frame = with_scoring(pd.read_csv(path), summary.training)
-    frame = frame[frame["classifier"].astype(str) == summary.chosen]
+        return {
+            view: _auc_text(auc.auc, auc.lower, auc.upper)
+            for view, auc in summary.macro_auc.items()
+        }
+    rows = chosen_macro_auc("", summary.model_dump(), pd.read_csv(path))
     return {
-        view_label(str(r.cohort), str(r.scoring)): str(r.note)
-        for r in frame.itertuples(index=False)
-        if isinstance(r.note, str) and r.note
+        r.view: _auc_text(r.auc, r.lower, r.upper, r.note) for r in rows.itertuples(index=False)
     }
 
 
 def primary_summary(out: Path) -> tuple[str, pd.DataFrame]:
     """The primary endpoint's tests for the console: what is tested (``deep (knn) - radiomics
     (lr), macro (DeLong)``) and per cohort the AUCs, the difference with its 95% CI, p and the
-    Holm-adjusted p (an empty table when the run has none)."""
+    Holm-adjusted p, formatted as the report formats them (a p-value outside [0, 1] raises;
+    a test that could not be done says why); an empty table when the run has none."""
+    from ovfdlr.report import formatting as fmt
     from ovfdlr.report.summary import primary_endpoint
     from ovfdlr.scoring import view_label
 
@@ -755,28 +758,21 @@ def primary_summary(out: Path) -> tuple[str, pd.DataFrame]:
         return "", pd.DataFrame()
     first = rows.iloc[0]
     what = f"{first['arm_a']} - {first['arm_b']}, {first['test']}"
-    return what, pd.DataFrame(
-        {
-            "cohort": [
-                view_label(c, s) for c, s in zip(rows["cohort"], rows["scoring"], strict=True)
-            ],
-            "AUCs": [
-                f"{a:.3f} vs {b:.3f}" for a, b in zip(rows["auc_a"], rows["auc_b"], strict=True)
-            ],
-            "difference (95% CI)": [
-                _auc_text(d, lo, hi, n if isinstance(n, str) else "").replace("no AUC", "no test")
-                for d, lo, hi, n in zip(
-                    rows["difference"],
-                    rows["ci_lower"],
-                    rows["ci_upper"],
-                    rows["note"],
-                    strict=True,
-                )
-            ],
-            "p": rows["p_value"].round(4).tolist(),
-            "p (Holm)": rows["p_adjusted"].round(4).tolist(),
-        }
-    )
+    table = []
+    for _, row in rows.iterrows():
+        note = "" if fmt.is_missing(row.get("note")) else str(row["note"])
+        table.append(
+            {
+                "cohort": view_label(str(row["cohort"]), str(row["scoring"])),
+                "AUCs": f"{fmt.number(row['auc_a'])} vs {fmt.number(row['auc_b'])}",
+                "difference (95% CI)": _auc_text(
+                    row["difference"], row["ci_lower"], row["ci_upper"], note
+                ).replace("no AUC", "no test"),
+                "p": fmt.p_value(row["p_value"]),
+                "p (Holm)": fmt.p_value(row["p_adjusted"]),
+            }
+        )
+    return what, pd.DataFrame(table)
 
 
 def summary_table(out: Path, payload: dict) -> pd.DataFrame:
@@ -790,11 +786,7 @@ def summary_table(out: Path, payload: dict) -> pd.DataFrame:
         summary = read_arm(layout.arm(name, arm["folder"]).arm_json)
         training = summary.training
         nested = view_label(training, NESTED)
-        notes = _chosen_notes(layout.arm(name, arm["folder"]), summary)
-        views = {
-            view: _auc_text(auc.auc, auc.lower, auc.upper, notes.get(view, ""))
-            for view, auc in summary.macro_auc.items()
-        }
+        views = _chosen_views(layout.arm(name, arm["folder"]), summary)
         if nested not in views:
             record = summary.nested_cv
             views[nested] = (

@@ -357,7 +357,7 @@ def hyperparameters_table(run: RunFolder, name: str, summary: dict, cv_search: P
     rows = []
     for key, params in best.items():
         scores = pd.Series(dtype=float)
-        tried = None
+        tried = np.nan
         if not search.empty:
             mine = search[search["classifier"].astype(str) == key]
             scores = mine.loc[mine["params"].astype(str) == str(params), "macro_auc"]
@@ -453,26 +453,6 @@ def calibration_regression_table(
     method = str(frame["method"].iloc[0]) if len(frame) and "method" in frame else ""
     caption = "ideal: intercept 0, slope 1" + (f"; {method}" if method else "")
     return Table(columns, rows, run.link(path), caption=caption)
-
-
-def summary_table(arms: list[tuple[str, dict]]) -> Table:
-    """The chosen model of every arm: macro AUC with 95% CI per cohort (from ``arm.json``)."""
-    # the views in the order the arms recorded them (training first, as evaluation sorts them)
-    cohorts = list(dict.fromkeys(c for _, summary in arms for c in summary.get("macro_auc", {})))
-    rows = []
-    for name, summary in arms:
-        chosen = str(summary.get("chosen", ""))
-        aucs = summary.get("macro_auc", {})
-        rows.append(
-            [name, display_name(chosen)]
-            + [
-                fmt.estimate(a.get("auc"), a.get("lower"), a.get("upper"))
-                if (a := aucs.get(c))
-                else fmt.MISSING
-                for c in cohorts
-            ]
-        )
-    return Table(["arm", "chosen model", *cohorts], rows, caption="macro one-vs-rest AUC (95% CI)")
 
 
 def comparison_tables(
@@ -891,15 +871,25 @@ def primary_section(run: RunFolder, training: str) -> dict[str, Any]:
     }
 
 
-def question(labels: LabelScheme, arms: list[ArmView], meta: dict, chosen: Table) -> dict:
-    """What the run asks: the classes, the arms and how their models were chosen."""
+def question(labels: LabelScheme, summaries: list[tuple[str, dict]], training: str) -> dict:
+    """What the run asks: the classes, and where the models were fitted and chosen (per arm
+    when the arms chose differently)."""
     classes = ", ".join(f"{v} {n}" for v, n in labels.class_names.items())
-    return {
-        "scheme": labels.scheme,
-        "classes": classes,
-        "arms": [(a.name, a.statement) for a in arms],
-        "training": meta["training_cohort"],
-    }
+    chosen_on = {}
+    for name, summary in summaries:
+        if summary.get("chosen_on") == "internal":
+            internal = (summary.get("settings") or {}).get("internal", "internal")
+            chosen_on[name] = f"the {internal} cohort"
+        else:
+            chosen_on[name] = f"cross-validation on the {training} cohort"
+    places = set(chosen_on.values())
+    if len(places) == 1:
+        choice = f"models are chosen by {places.pop()}"
+    else:
+        choice = "; ".join(
+            f"{arm}'s model is chosen by {where}" for arm, where in chosen_on.items()
+        )
+    return {"scheme": labels.scheme, "classes": classes, "training": training, "choice": choice}
 
 
 def sample_size_section(
@@ -924,7 +914,10 @@ def sample_size_section(
     )
     cases = cases.sort_values("_o", kind="stable").drop(columns="_o")
     counts = pd.to_numeric(rows.iloc[0][columns], errors="coerce").fillna(0)
-    minimum, method, assumptions = ss.minimum_table(summaries, counts, labels, anticipated_c)
+    patients = pd.to_numeric(rows.iloc[0].get("patients"), errors="coerce")
+    minimum, method, assumptions = ss.minimum_table(
+        summaries, counts, labels, anticipated_c, None if pd.isna(patients) else int(patients)
+    )
     cases_table = frame_table(cases, run.write_table("sample-size-cases", cases), digits=3)
     for row in cases_table.rows:  # shares as percentages
         for i, column in enumerate(cases.columns):
@@ -1077,7 +1070,7 @@ def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
         "limitations": limitations,
         "checklists": checklist_section(run, present),
         "sections": BY_ID,
-        "question": question(labels, arms, meta, chosen),
+        "question": question(labels, summaries, training),
         "primary": primary_section(run, training),
         "forest": forest_figure,
         "forest_table": forest_table,
@@ -1086,7 +1079,6 @@ def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
         "generator": __version__,
         "arms": arms,
         "untrained": untrained,
-        "summary": summary_table(summaries),
         "meta": meta,
         "cohort": cohort_section(run, training),
         "inputs": inputs,

@@ -288,7 +288,11 @@ def forest_figure(rows: pd.DataFrame, title: str = "macro one-vs-rest AUC (95% C
     """A forest plot: one line per view (``view``, with what it can claim, ``claim``) and one
     marker per arm (``arm``): the point estimate ``auc`` with its 95% CI ``lower``-``upper``
     (a marker without a bar where the CI is not estimable). The dotted line is chance (0.5)."""
-    views = list(dict.fromkeys(rows["view"]))
+    # a row per view and claim: where the arms' claims differ (one chose its model on the
+    # internal cohort, the other by cross-validation) the view has a row for each
+    keys = [f"{v}\n{c}" for v, c in zip(rows["view"], rows["claim"], strict=True)]
+    rows = rows.assign(_key=keys)
+    views = list(dict.fromkeys(keys))
     arms = list(dict.fromkeys(rows["arm"]))
     height = 0.42 * len(views) * max(1, len(arms)) ** 0.5 + 1.0
     figure, axis = plt.subplots(figsize=(7.6, height))
@@ -296,7 +300,7 @@ def forest_figure(rows: pd.DataFrame, title: str = "macro one-vs-rest AUC (95% C
     markers = ("o", "s", "D", "^", "v", "P")
     for j, arm in enumerate(arms):
         of_arm = rows[rows["arm"] == arm]
-        y = [views.index(v) + (j - (len(arms) - 1) / 2) * step for v in of_arm["view"]]
+        y = [views.index(v) + (j - (len(arms) - 1) / 2) * step for v in of_arm["_key"]]
         auc = of_arm["auc"].to_numpy(float)
         lower = of_arm["lower"].to_numpy(float)
         upper = of_arm["upper"].to_numpy(float)
@@ -304,7 +308,7 @@ def forest_figure(rows: pd.DataFrame, title: str = "macro one-vs-rest AUC (95% C
         axis.errorbar(
             auc[has],
             np.asarray(y)[has],
-            xerr=[auc[has] - lower[has], upper[has] - auc[has]],
+            xerr=[np.clip(auc[has] - lower[has], 0, None), np.clip(upper[has] - auc[has], 0, None)],
             fmt="none",
             ecolor=PALETTE[j % len(PALETTE)],
             elinewidth=1.4,
@@ -319,9 +323,8 @@ def forest_figure(rows: pd.DataFrame, title: str = "macro one-vs-rest AUC (95% C
             label=arm,
             linestyle="none",
         )
-    claims = dict(zip(rows["view"], rows["claim"], strict=False))
     axis.set_yticks(range(len(views)))
-    axis.set_yticklabels([f"{v}\n{claims.get(v, '')}" for v in views], fontsize=8)
+    axis.set_yticklabels(views, fontsize=8)
     axis.invert_yaxis()
     axis.axvline(0.5, color="grey", ls=":", lw=0.8)
     finite = rows[["auc", "lower", "upper"]].to_numpy(float)

@@ -69,10 +69,12 @@ def run_limitations(facts: RunFacts) -> list[Limitation]:
                 Limitation(
                     "Stratified validation cohorts.",
                     f"{_names(stratified)} {'was' if len(stratified) == 1 else 'were'} drawn "
-                    "with an equal number of cases per class, not at the population's mix: "
-                    "per-class AUCs, sensitivities and specificities keep their meaning, but "
-                    "accuracy, micro AUC, calibration and net benefit there describe that mix, "
-                    "not a clinic's.",
+                    "with an equal number of cases per class, not at the population's mix. "
+                    "Per-class sensitivities keep their meaning; one-vs-rest and macro AUCs, "
+                    "specificities, accuracy, micro AUC, calibration and net benefit there "
+                    "describe that mix, not a clinic's. Their CIs and tests treat the class "
+                    "counts as random (the variance at the population's class mix), which is "
+                    "conservative for counts fixed by design.",
                 )
             )
     small = _small_cohorts(facts)

@@ -55,14 +55,17 @@ def minimum_table(
     training_counts: pd.Series,
     labels: LabelScheme,
     anticipated_c: float,
+    patients: int | None = None,
 ) -> tuple[pd.DataFrame, str, str]:
-    """Per arm and basis (:data:`BASES`): the predictor parameters, each criterion's minimum,
-    the minimum, the training cohort's size, whether it is met, and events per parameter
-    (fewest cases in a class / parameters). Returns the table, the method sentence and the
-    assumptions sentence."""
+    """Per arm and basis (:data:`BASES`): the predictor parameters (per sub-model, for K
+    classes), each criterion's minimum, the minimum, the training cohort's size, whether it is
+    met, and events per parameter (fewest cases in a class over the model's parameters: the
+    per-sub-model count times K - 1). Returns the table, the method sentence and the
+    assumptions sentence (its numbers read from the calculation's own record)."""
     n_train = int(training_counts.sum())
     proportions = (training_counts / n_train).to_numpy(float)
-    rows, method = [], ""
+    k = labels.n_classes
+    rows, method, record = [], "", {}
     for name, summary in arms:
         counts = {
             BASES[0]: int(summary.get("n_input_features") or 0),
@@ -76,32 +79,72 @@ def minimum_table(
                 result = binary_sample_size(parameters, positive, c_statistic=anticipated_c)
             else:
                 result = multinomial_sample_size(parameters, proportions, c_statistic=anticipated_c)
-            method = result.method
+            method, record = result.method, result.assumptions
             row: dict[str, Any] = {"arm": name, "basis": basis, "parameters": parameters}
-            row.update({f"minimum by {k}": v for k, v in result.criteria.items()})
+            row.update({f"minimum by {c}": v for c, v in result.criteria.items()})
             row.update(
                 {
                     "minimum": result.n,
                     "training cases": n_train,
                     "met": "yes" if n_train >= result.n else "no",
-                    "events per parameter": float(training_counts.min()) / parameters,
+                    "events per parameter": float(training_counts.min())
+                    / (parameters * max(1, k - 1)),
                 }
             )
             rows.append(row)
+    return (
+        pd.DataFrame(rows),
+        method,
+        _assumptions(record, training_counts, labels, anticipated_c, patients),
+    )
+
+
+def _assumptions(
+    record: dict,
+    training_counts: pd.Series,
+    labels: LabelScheme,
+    anticipated_c: float,
+    patients: int | None,
+) -> str:
+    """What the calculation assumed, in words, from its record (:class:`SampleSize`)."""
+    n_train = int(training_counts.sum())
     shares = ", ".join(
-        f"{c} {p:.0%}" for c, p in zip(training_counts.index, proportions, strict=True)
+        f"{c} {v / n_train:.0%}"
+        for c, v in zip(training_counts.index, training_counts, strict=True)
     )
-    assumptions = (
-        f"class proportions of the training cohort ({shares}; n = {n_train}); an anticipated "
-        f"C-statistic of {anticipated_c:g} for every pair of classes (config "
-        "evaluation.anticipated_c); target shrinkage 0.9; optimism in Nagelkerke's R\u00b2 at "
-        + (
-            "most 0.05; the outcome proportion estimated within \u00b10.05 (95% confidence). "
-            if labels.is_binary
-            else "most 0.05, with an anticipated Nagelkerke R\u00b2 of 0.15 for the whole "
-            "multinomial model; each class proportion estimated within \u00b10.05 (95% "
-            "confidence, Bonferroni over the classes). "
+    shrinkage = record.get("shrinkage (target)", 0.9)
+    optimism = record.get("optimism (Nagelkerke R², max)", 0.05)
+    margin = record.get(
+        "margin (overall risk, 95%)",
+        record.get("margin (class proportions, simultaneous 95%)", 0.05),
+    )
+    unit = f"{n_train} vertebrae"
+    if patients is not None and patients < n_train:
+        unit += (
+            f" of {patients} patients; the criteria assume independent rows, so with several "
+            "vertebrae per patient the effective size is smaller"
         )
-        + "Parameters: one per feature (the candidate features are those that entered selection)."
+    if labels.is_binary:
+        pairs = f"an anticipated C-statistic of {anticipated_c:g}"
+        optimism_text = f"optimism in Nagelkerke's R\u00b2 at most {optimism:g}"
+        margin_text = f"the outcome proportion within \u00b1{margin:g} (95% confidence)"
+    else:
+        nagelkerke = record.get("R2_Nagelkerke (multinomial)", 0.15)
+        pairs = f"an anticipated C-statistic of {anticipated_c:g} for every pair of classes"
+        optimism_text = (
+            f"optimism in the multinomial model's Nagelkerke R\u00b2 at most {optimism:g}, "
+            f"from an anticipated Nagelkerke R\u00b2 of {nagelkerke:g} for the whole model "
+            "(a fixed conservative value, not derived from the C-statistic)"
+        )
+        margin_text = (
+            f"each class proportion within \u00b1{margin:g} (95% confidence, Bonferroni over "
+            "the classes)"
+        )
+    return (
+        f"Training cohort: {unit}; class proportions {shares}. {pairs[0].upper()}{pairs[1:]} "
+        "(config evaluation.anticipated_c) gives the Cox-Snell R\u00b2 of the shrinkage "
+        f"criterion; target shrinkage {shrinkage:g}; {optimism_text}; {margin_text}. "
+        "Parameters: one per feature and sub-model (the candidate features are those that "
+        "entered selection). The criteria are for (penalised) regression models; for flexible "
+        "classifiers (SVM, KNN, tree ensembles, MLP) they are a lower bound."
     )
-    return pd.DataFrame(rows), method, assumptions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Collection, Mapping
@@ -173,6 +174,8 @@ def generate_cohort(
         "centres": {name: c.as_dict() for name, c in CENTRES.items()},
         "files": {
             "manifest": "manifest.csv",
+            # what the generator wrote: a manifest edited since is no longer this cohort
+            "manifest_sha256": hashlib.sha256((out / "manifest.csv").read_bytes()).hexdigest(),
             "truth": "truth.csv",
             "images": "images/",
             "masks": "masks/",
@@ -184,7 +187,8 @@ def generate_cohort(
 
 def provenance(manifest: Path | str) -> dict | None:
     """What a run records of a synthetic cohort: ``cohort.json`` beside ``manifest`` when
-    ovfdlr's generator wrote both (generator version, seed, sizes, stratified cohorts); None
+    ovfdlr's generator wrote both and the manifest is unchanged since (its SHA-256 is in
+    ``cohort.json``): generator version, seed, sizes, stratified cohorts, label scheme; None
     for any other manifest."""
     manifest = Path(manifest)
     info_path = manifest.parent / "cohort.json"
@@ -194,7 +198,13 @@ def provenance(manifest: Path | str) -> dict | None:
         return None
     if not isinstance(info, dict) or info.get("generator") != "ovfdlr.synthetic":
         return None
-    if (info.get("files") or {}).get("manifest") != manifest.name:
+    files = info.get("files") or {}
+    if files.get("manifest") != manifest.name:
+        return None
+    try:  # the manifest as the generator wrote it, not one edited or relabelled since
+        if files.get("manifest_sha256") != hashlib.sha256(manifest.read_bytes()).hexdigest():
+            return None
+    except OSError:
         return None
     keys = ("generator_version", "seed", "n", "cohorts", "stratified", "label_scheme")
     return {k: info[k] for k in keys if k in info}

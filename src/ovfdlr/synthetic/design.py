@@ -5,10 +5,15 @@ A validation cohort drawn at the population's class mix is small where a class i
 class with one case has no confidence interval and no test. ``stratify`` draws a cohort as a
 case-control sample instead: the same latent population (a larger draw of it), from which whole
 patients are taken in their random order until every class holds its share of the cohort's
-size. Class-specific statistics (per-class AUC, sensitivity) keep their meaning; prevalence-
-dependent ones (accuracy, micro AUC, calibration-in-the-large, net benefit) describe the
-stratified mix, not the population's, and the cohort's ``cohort.json`` says which cohorts were
-drawn so.
+size. Only statistics conditional on the true class keep their meaning (per-class
+sensitivity, and the AUC between two classes); a one-vs-rest AUC and specificity compare a class
+with a mixture of the others whose weights are the cohort's mix, and accuracy, micro AUC,
+calibration and net benefit depend on the mix too: all of those describe the stratified mix, not
+the population's. ``cohort.json`` says which cohorts were drawn so.
+
+The stratified cohort is drawn from a larger population draw (``n * k + 10`` cases for it, the
+other cohorts at their sizes) of the same seed, so asking for stratification, or for another
+size of a stratified cohort, changes the whole draw, the training cohort included.
 """
 
 from __future__ import annotations
@@ -100,10 +105,15 @@ class CohortDesign:
         for name in self.stratify:
             if name not in COHORTS:
                 raise ValueError(
-                    f"stratify: '{name}' is not a synthetic cohort (one of {', '.join(COHORTS)})"
+                    f"'{name}' is not a synthetic cohort (one of {', '.join(COHORTS)})"
                 )
             if name not in self.sizes:
-                raise ValueError(f"stratify: cohort '{name}' has no cases in this design")
+                raise ValueError(f"cohort '{name}' has no cases in this design")
+            if self.sizes[name] < len(SCHEME_CLASSES[self.labels]):
+                raise ValueError(
+                    f"cohort '{name}' has {self.sizes[name]} case(s): too few for one case of "
+                    f"each of the {len(SCHEME_CLASSES[self.labels])} {self.labels} classes"
+                )
         object.__setattr__(self, "stratify", tuple(c for c in COHORTS if c in self.stratify))
 
     @classmethod
