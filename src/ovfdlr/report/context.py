@@ -9,10 +9,7 @@ report; cases appear only under the manifest's ``case_id``.
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +20,22 @@ from ovfdlr import __version__
 from ovfdlr.classifiers import display_name
 from ovfdlr.labels import LabelScheme, astlof
 from ovfdlr.layout import ArmLayout, RunLayout
-from ovfdlr.records import RecordError, read_arm, read_run, to_data
+from ovfdlr.records import RecordError, read_run, to_data
 from ovfdlr.report import formatting as fmt
+from ovfdlr.report.checklists import checklist_section
+from ovfdlr.report.limitations import limitations_section
+from ovfdlr.report.reading import (
+    COLLAPSE_ROWS,
+    Figure,
+    Link,
+    ReportError,
+    RunFolder,
+    Table,
+    ci_text,
+    frame_table,
+)
+from ovfdlr.report.sample_size import anticipated_c, sample_size_section
+from ovfdlr.report.summary import forest_section, primary_section, question
 from ovfdlr.scoring import (
     CLAIMS,
     cohort_order,
@@ -66,51 +77,6 @@ CALIBRATION_COLUMNS = {
 }
 
 
-class ReportError(ValueError):
-    """A run folder the report cannot be built from; the message names the file and the fault."""
-
-
-@dataclass
-class Figure:
-    """A PNG figure embedded as a data URI, with links to its PNG and SVG files."""
-
-    title: str
-    src: str
-    png: str
-    svg: str | None = None
-
-
-@dataclass(frozen=True)
-class Link:
-    """A table cell that links somewhere (a section of the page, a file)."""
-
-    text: str
-    href: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass
-class Table:
-    """A table as display strings (or :class:`Link` cells), with a link to its CSV file.
-
-    Tables of more than :data:`COLLAPSE_ROWS` rows are shown collapsed (the CSV linked)."""
-
-    columns: list[str]
-    rows: list[list[str | Link]]
-    csv: str | None = None
-    row_classes: list[str] = field(default_factory=list)
-    caption: str = ""
-
-    @property
-    def collapsed(self) -> bool:
-        return len(self.rows) > COLLAPSE_ROWS
-
-
-COLLAPSE_ROWS = 25
-
-
 @dataclass
 class ArmView:
     """Everything the report shows of one arm."""
@@ -143,72 +109,6 @@ class ArmView:
     table_links: list[tuple[str, str]]
     missing_figures: list[str]
     warnings: list[str]
-
-
-class RunFolder:
-    """A run folder and the folder the report is written to (links are relative to it)."""
-
-    def __init__(self, run_dir: Path, report_dir: Path):
-        self.root = Path(run_dir)
-        self.layout = RunLayout(self.root)
-        self.report_dir = Path(report_dir)
-
-    def path(self, relative: str | Path) -> Path:
-        return self.root / relative
-
-    def arm(self, name: str, info: dict) -> ArmLayout:
-        """The folder of arm ``name`` (its ``run.json`` entry ``info`` names it)."""
-        return self.layout.arm(name, info.get("folder"))
-
-    def read_arm(self, arm: ArmLayout) -> dict:
-        """An arm's ``arm.json`` (migrated from older versions), as JSON data."""
-        try:
-            return to_data(read_arm(arm.arm_json))
-        except RecordError as exc:
-            raise ReportError(str(exc)) from None
-
-    def link(self, path: Path) -> str:
-        """``path`` relative to the report's folder, with forward slashes."""
-        return Path(os.path.relpath(path, self.report_dir)).as_posix()
-
-    def read_json(self, path: Path) -> dict:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{path} is not valid JSON: {exc}") from exc
-
-    def read_csv(self, path: Path, **kwargs) -> pd.DataFrame:
-        try:
-            return pd.read_csv(path, **kwargs)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise ReportError(f"{path} is not a readable CSV table: {exc}") from exc
-
-    def write_table(self, name: str, frame: pd.DataFrame, index: bool = False) -> str:
-        """Write a table the report derives (``tables/report/<name>.csv``); return its link."""
-        path = self.layout.report_table(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=index)
-        return self.link(path)
-
-    def draw(self, figure, stem: str, title: str) -> Figure:
-        """Save a figure the report draws (``figures/report/<stem>.png`` and ``.svg``) and
-        embed it."""
-        from ovfdlr.report import figures
-
-        path = self.layout.report_figures / stem
-        figures.save(figure, path)
-        return self.figure(path.with_suffix(".png"), title)
-
-    def figure(self, path: Path, title: str) -> Figure:
-        """Embed the PNG at ``path``; link it and its SVG twin when there is one."""
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        svg = path.with_suffix(".svg")
-        return Figure(
-            title,
-            f"data:image/png;base64,{data}",
-            self.link(path),
-            self.link(svg) if svg.is_file() else None,
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,26 +145,6 @@ def read_manifest(run: RunFolder) -> dict:
 # tables
 
 
-def frame_table(
-    frame: pd.DataFrame, csv: str | None = None, digits: int = 3, caption: str = ""
-) -> Table:
-    """A table from a data frame as it stands, numbers with ``digits`` decimals."""
-
-    def cell(value) -> str:
-        if isinstance(value, float) and not fmt.is_missing(value) and value.is_integer():
-            return str(int(value))
-        return fmt.number(value, digits) if isinstance(value, float) else str(value)
-
-    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False)]
-    return Table([str(c) for c in frame.columns], rows, csv, caption=caption)
-
-
-def _ci(row: pd.Series, name: str, digits: int = 3) -> str:
-    return fmt.estimate(
-        row.get(name), row.get(f"{name}_lower"), row.get(f"{name}_upper"), digits=digits
-    )
-
-
 def performance_table(
     run: RunFolder, path: Path, chosen: str, training: str = "train", only_chosen: bool = False
 ) -> Table:
@@ -287,12 +167,12 @@ def performance_table(
                 str(row["cohort"]),
                 str(row["scoring"]),
                 fmt.number(row.get("n"), 0),
-                _ci(row, "macro_auc"),
-                _ci(row, "micro_auc"),
-                _ci(row, "accuracy"),
-                _ci(row, "sensitivity"),
-                _ci(row, "specificity"),
-                _ci(row, "f1"),
+                ci_text(row, "macro_auc"),
+                ci_text(row, "micro_auc"),
+                ci_text(row, "accuracy"),
+                ci_text(row, "sensitivity"),
+                ci_text(row, "specificity"),
+                ci_text(row, "f1"),
                 "" if fmt.is_missing(row.get("note")) else str(row["note"]),
             ]
         )
@@ -394,7 +274,7 @@ def subgroups_table(run: RunFolder, path: Path, training: str = "train") -> Tabl
             str(r["level"]),
             fmt.number(r.get("n"), 0),
             fmt.number(r.get("patients"), 0),
-            _ci(r, "macro_auc"),
+            ci_text(r, "macro_auc"),
             "" if fmt.is_missing(r.get("note")) else str(r["note"]),
         ]
         for _, r in frame.iterrows()
@@ -413,7 +293,8 @@ def calibration_summary_table(run: RunFolder, path: Path, training: str) -> Tabl
         _order=view_sort_key(frame["cohort"], frame["scoring"], training)
     ).sort_values("_order", kind="stable")
     rows = [
-        [view_label(str(r["cohort"]), str(r["scoring"]))] + [_ci(r, c) for c in CALIBRATION_COLUMNS]
+        [view_label(str(r["cohort"]), str(r["scoring"]))]
+        + [ci_text(r, c) for c in CALIBRATION_COLUMNS]
         for _, r in frame.iterrows()
     ]
     columns = ["cohort", *(f"{t} (95% CI)" for t in CALIBRATION_COLUMNS.values())]
@@ -444,8 +325,8 @@ def calibration_regression_table(
                 name,
                 fmt.number(r.get("n"), 0),
                 fmt.number(r.get("n_events"), 0),
-                _ci(r, "intercept", 2),
-                _ci(r, "slope", 2),
+                ci_text(r, "intercept", 2),
+                ci_text(r, "slope", 2),
                 "" if fmt.is_missing(r.get("note")) else str(r["note"]),
             ]
         )
@@ -770,248 +651,6 @@ def cohort_section(run: RunFolder, training: str = "train") -> dict[str, Table |
     return tables
 
 
-def _estimate_cells(frame: pd.DataFrame, digits: int = 3) -> list[str]:
-    return [
-        fmt.estimate(a, lo, hi, digits)
-        for a, lo, hi in zip(frame["auc"], frame["lower"], frame["upper"], strict=True)
-    ]
-
-
-def forest_section(
-    run: RunFolder, arms: list[tuple[str, dict, ArmLayout]]
-) -> tuple[Figure | None, Table]:
-    """The chosen model's macro AUC (95% CI) per arm and view: a forest plot and its table
-    (``tables/report/summary-macro-auc.csv``)."""
-    from ovfdlr.report import figures
-    from ovfdlr.report.summary import chosen_macro_auc
-
-    frames = [
-        chosen_macro_auc(name, summary, run.read_csv(arm.table("performance")))
-        for name, summary, arm in arms
-    ]
-    forest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    link = run.write_table("summary-macro-auc", forest)
-    rows = [
-        [
-            r.arm,
-            r.model,
-            r.view,
-            r.claim,
-            fmt.number(r.n, 0),
-            est,
-            r.note,
-        ]
-        for r, est in zip(forest.itertuples(index=False), _estimate_cells(forest), strict=True)
-    ]
-    table = Table(
-        ["arm", "model", "cohort", "what it can claim", "n", "macro AUC (95% CI)", "note"],
-        rows,
-        link,
-    )
-    drawable = (
-        forest[pd.to_numeric(forest["auc"], errors="coerce").notna()] if len(forest) else forest
-    )
-    figure = None
-    if len(drawable):
-        figure = run.draw(
-            figures.forest_figure(drawable),
-            "summary-forest",
-            "macro AUC (95% CI) per arm and cohort",
-        )
-    return figure, table
-
-
-def primary_section(run: RunFolder, training: str) -> dict[str, Any]:
-    """The primary endpoint's tests (``tables/report/primary-endpoint.csv``), with the family's
-    adjustment, or why there is none."""
-    from ovfdlr.report.summary import primary_endpoint
-
-    path = run.layout.comparison
-    if not path.is_file():
-        return {"table": None, "why": "This run compares no arms, so it has no primary endpoint."}
-    frame = primary_endpoint(run.read_csv(path), training)
-    if frame.empty:
-        return {
-            "table": None,
-            "why": "No comparison of this run belongs to the primary endpoint's family "
-            "(see the arm comparison).",
-        }
-    keep = ["cohort", "scoring", "arm_a", "arm_b", "n", "test", "auc_a", "auc_b", "difference"]
-    keep += ["ci_lower", "ci_upper", "statistic", "p_value", "p_adjusted", "adjustment", "note"]
-    link = run.write_table("primary-endpoint", frame[[c for c in keep if c in frame.columns]])
-    rows = []
-    for number, (_, row) in enumerate(frame.iterrows(), start=2):
-        try:
-            p, p_holm = fmt.p_value(row.get("p_value")), fmt.p_value(row.get("p_adjusted"))
-        except ValueError as exc:
-            raise ReportError(f"{path}: primary endpoint row {number}: {exc}") from exc
-        rows.append(
-            [
-                view_label(str(row["cohort"]), str(row["scoring"])),
-                fmt.number(row.get("n"), 0),
-                f"{fmt.number(row.get('auc_a'))} vs {fmt.number(row.get('auc_b'))}",
-                fmt.estimate(row.get("difference"), row.get("ci_lower"), row.get("ci_upper")),
-                p,
-                p_holm,
-                "" if fmt.is_missing(row.get("note")) else str(row["note"]),
-            ]
-        )
-    first = frame.iloc[0]
-    adjustment = "" if fmt.is_missing(first.get("adjustment")) else str(first["adjustment"])
-    columns = ["cohort", "n", "AUCs", "difference (95% CI)", "p", "p (Holm)", "note"]
-    if not any(r[-1] for r in rows):  # no note to show: no empty column
-        columns, rows = columns[:-1], [r[:-1] for r in rows]
-    return {
-        "table": Table(columns, rows, link),
-        "pair": f"{first['arm_a']} minus {first['arm_b']}",
-        "test": str(first.get("test", "")),
-        "method": "" if fmt.is_missing(first.get("method")) else str(first["method"]),
-        "adjustment": adjustment,
-        "why": "",
-    }
-
-
-def question(labels: LabelScheme, summaries: list[tuple[str, dict]], training: str) -> dict:
-    """What the run asks: the classes, and where the models were fitted and chosen (per arm
-    when the arms chose differently)."""
-    classes = ", ".join(f"{v} {n}" for v, n in labels.class_names.items())
-    chosen_on = {}
-    for name, summary in summaries:
-        if summary.get("chosen_on") == "internal":
-            internal = (summary.get("settings") or {}).get("internal", "internal")
-            chosen_on[name] = f"the {internal} cohort"
-        else:
-            chosen_on[name] = f"cross-validation on the {training} cohort"
-    places = set(chosen_on.values())
-    if len(places) == 1:
-        choice = f"models are chosen by {places.pop()}"
-    else:
-        choice = "; ".join(
-            f"{arm}'s model is chosen by {where}" for arm, where in chosen_on.items()
-        )
-    return {"scheme": labels.scheme, "classes": classes, "training": training, "choice": choice}
-
-
-def sample_size_section(
-    run: RunFolder,
-    summaries: list[tuple[str, dict]],
-    labels: LabelScheme,
-    training: str,
-    anticipated_c: float,
-) -> dict[str, Any] | None:
-    """Cases per class per cohort and each arm's minimum sample size (see
-    :mod:`ovfdlr.report.sample_size`), written as ``tables/report/sample-size-*.csv``."""
-    from ovfdlr.report import sample_size as ss
-
-    classes = run.read_csv(run.layout.table("cohort_classes"))
-    columns = ss.class_columns(classes, labels)
-    rows = classes[classes.iloc[:, 0].astype(str) == training]
-    if not columns or rows.empty:
-        return None
-    cases = ss.cases_table(classes, labels)
-    cases = cases.assign(
-        _o=[cohort_order(cases["cohort"], training).index(c) for c in cases["cohort"]]
-    )
-    cases = cases.sort_values("_o", kind="stable").drop(columns="_o")
-    counts = pd.to_numeric(rows.iloc[0][columns], errors="coerce").fillna(0)
-    patients = pd.to_numeric(rows.iloc[0].get("patients"), errors="coerce")
-    minimum, method, assumptions = ss.minimum_table(
-        summaries, counts, labels, anticipated_c, None if pd.isna(patients) else int(patients)
-    )
-    cases_table = frame_table(cases, run.write_table("sample-size-cases", cases), digits=3)
-    for row in cases_table.rows:  # shares as percentages
-        for i, column in enumerate(cases.columns):
-            if column.endswith(": share") and row[i] != fmt.MISSING:
-                row[i] = f"{float(row[i]):.0%}"
-    shortfalls = [
-        f"{r['arm']} needs at least {r['minimum']:,} training cases with its "
-        f"{r['parameters']:,} {r['basis']} (the training cohort has {r['training cases']:,})"
-        for _, r in minimum.iterrows()
-        if r["met"] == "no"
-    ]
-    return {
-        "cases": cases_table,
-        "minimum": frame_table(minimum, run.write_table("sample-size-minimum", minimum)),
-        "method": method,
-        "assumptions": assumptions,
-        "shortfalls": shortfalls,
-    }
-
-
-def checklist_section(run: RunFolder, present: set[str]) -> list[dict[str, Any]]:
-    """Every item of each reporting checklist with where this report answers it (a link to the
-    section) or "to be supplied by the authors"; written as ``tables/report/checklist-*.csv``."""
-    from ovfdlr.report.checklists import CHECKLISTS, SUPPLIED_BY_AUTHORS, mapped
-    from ovfdlr.report.sections import BY_ID
-
-    out = []
-    for checklist in CHECKLISTS:
-        frame = mapped(checklist, present)
-        link = run.write_table(f"checklist-{checklist.key}", frame)
-        rows = []
-        for _, r in frame.iterrows():
-            where: str | Link = SUPPLIED_BY_AUTHORS
-            ids = [i for i in str(r["answered_in"]).split(";") if i]
-            if ids:
-                where = Link("; ".join(BY_ID[i].title for i in ids), f"#{ids[0]}")
-            rows.append([str(r["item"]), str(r["section"]), str(r["title"]), where])
-        table = Table(["item", "section", "topic", "where this report answers it"], rows, link)
-        out.append(
-            {
-                "name": checklist.name,
-                "citation": checklist.citation,
-                "licence": checklist.licence,
-                "answered": int((frame["answered_in"] != "").sum()),
-                "total": len(frame),
-                "table": table,
-            }
-        )
-    return out
-
-
-def limitations_section(
-    run: RunFolder,
-    manifest: dict,
-    summaries: list[tuple[str, dict]],
-    labels: LabelScheme,
-    untrained: list[str],
-    shortfalls: list[str],
-) -> list:
-    """The limitations this run shows, then the fixed ones (:mod:`ovfdlr.report.limitations`)."""
-    from ovfdlr.report import sample_size as ss
-    from ovfdlr.report.limitations import RunFacts, run_limitations
-
-    classes = run.read_csv(run.layout.table("cohort_classes"))
-    centres = run.read_csv(run.layout.table("cohort_centres"))
-    facts = RunFacts(
-        classes=classes,
-        class_columns=ss.class_columns(classes, labels),
-        training=str(manifest.get("training_cohort") or "train"),
-        arms=summaries,
-        untrained=untrained,
-        failed_cases=int(manifest.get("failed_cases") or 0),
-        synthetic=manifest.get("synthetic"),
-        below_minimum=shortfalls,
-        centres=centres,
-    )
-    return run_limitations(facts)
-
-
-def _anticipated_c(config_text: str) -> float:
-    """``evaluation.anticipated_c`` of the resolved config (its default when absent)."""
-    import yaml
-
-    from ovfdlr.config import EvaluationConfig
-
-    default = EvaluationConfig().anticipated_c
-    try:
-        data = yaml.safe_load(config_text) or {}
-        value = (data.get("evaluation") or {}).get("anticipated_c", default)
-        return float(value)
-    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
-        return default
-
-
 def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
     """Everything the template needs, read from ``run_dir`` (see the module docstring)."""
     run = RunFolder(run_dir, report_dir)
@@ -1039,7 +678,7 @@ def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
     chosen_frame = chosen_models(summaries)
     chosen = frame_table(chosen_frame, run.write_table("chosen-models", chosen_frame))
     sample_size = sample_size_section(
-        run, summaries, labels, training, _anticipated_c(meta["config_text"])
+        run, summaries, labels, training, anticipated_c(meta["config_text"])
     )
     untrained = [a.name for a in arms if a.untrained]
     limitations = limitations_section(
@@ -1087,3 +726,14 @@ def build_context(run_dir: Path, report_dir: Path) -> dict[str, Any]:
         "run_tables": table_links,
         "finetuned": any(a.finetune_curve or a.gradcam for a in arms),
     }
+
+
+__all__ = [
+    "COLLAPSE_ROWS",
+    "Figure",
+    "Link",
+    "ReportError",
+    "RunFolder",
+    "Table",
+    "build_context",
+]

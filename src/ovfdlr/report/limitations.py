@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ovfdlr.labels import LabelScheme
+from ovfdlr.report.reading import RunFolder
+
 #: A class with fewer cases than this in a cohort makes that cohort's per-class CIs wide.
 SMALL_CLASS = 10
 
@@ -175,3 +178,30 @@ def _training_centres(facts: RunFacts) -> int | None:
         return None
     counts = centres[~centres.iloc[:, 0].astype(str).str.startswith("(")][facts.training]
     return int((pd.to_numeric(counts, errors="coerce").fillna(0) > 0).sum())
+
+
+def limitations_section(
+    run: RunFolder,
+    manifest: dict,
+    summaries: list[tuple[str, dict]],
+    labels: LabelScheme,
+    untrained: list[str],
+    shortfalls: list[str],
+) -> list:
+    """The limitations this run shows, then the fixed ones (:mod:`ovfdlr.report.limitations`)."""
+    from ovfdlr.report import sample_size as ss
+
+    classes = run.read_csv(run.layout.table("cohort_classes"))
+    centres = run.read_csv(run.layout.table("cohort_centres"))
+    facts = RunFacts(
+        classes=classes,
+        class_columns=ss.class_columns(classes, labels),
+        training=str(manifest.get("training_cohort") or "train"),
+        arms=summaries,
+        untrained=untrained,
+        failed_cases=int(manifest.get("failed_cases") or 0),
+        synthetic=manifest.get("synthetic"),
+        below_minimum=shortfalls,
+        centres=centres,
+    )
+    return run_limitations(facts)

@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ovfdlr.labels import LabelScheme
+from ovfdlr.report import formatting as fmt
+from ovfdlr.report.reading import RunFolder, frame_table
+from ovfdlr.scoring import cohort_order
 from ovfdlr.stats.samplesize import binary_sample_size, multinomial_sample_size
 
 #: The two counts of predictor parameters an arm's minimum sample size is given for.
@@ -148,3 +151,62 @@ def _assumptions(
         "entered selection). The criteria are for (penalised) regression models; for flexible "
         "classifiers (SVM, KNN, tree ensembles, MLP) they are a lower bound."
     )
+
+
+def sample_size_section(
+    run: RunFolder,
+    summaries: list[tuple[str, dict]],
+    labels: LabelScheme,
+    training: str,
+    anticipated_c: float,
+) -> dict[str, Any] | None:
+    """Cases per class per cohort and each arm's minimum sample size (see
+    :mod:`ovfdlr.report.sample_size`), written as ``tables/report/sample-size-*.csv``."""
+    classes = run.read_csv(run.layout.table("cohort_classes"))
+    columns = class_columns(classes, labels)
+    rows = classes[classes.iloc[:, 0].astype(str) == training]
+    if not columns or rows.empty:
+        return None
+    cases = cases_table(classes, labels)
+    cases = cases.assign(
+        _o=[cohort_order(cases["cohort"], training).index(c) for c in cases["cohort"]]
+    )
+    cases = cases.sort_values("_o", kind="stable").drop(columns="_o")
+    counts = pd.to_numeric(rows.iloc[0][columns], errors="coerce").fillna(0)
+    patients = pd.to_numeric(rows.iloc[0].get("patients"), errors="coerce")
+    minimum, method, assumptions = minimum_table(
+        summaries, counts, labels, anticipated_c, None if pd.isna(patients) else int(patients)
+    )
+    shown = frame_table(cases, run.write_table("sample-size-cases", cases), digits=3)
+    for row in shown.rows:  # shares as percentages
+        for i, column in enumerate(cases.columns):
+            if column.endswith(": share") and row[i] != fmt.MISSING:
+                row[i] = f"{float(row[i]):.0%}"
+    shortfalls = [
+        f"{r['arm']} needs at least {r['minimum']:,} training cases with its "
+        f"{r['parameters']:,} {r['basis']} (the training cohort has {r['training cases']:,})"
+        for _, r in minimum.iterrows()
+        if r["met"] == "no"
+    ]
+    return {
+        "cases": shown,
+        "minimum": frame_table(minimum, run.write_table("sample-size-minimum", minimum)),
+        "method": method,
+        "assumptions": assumptions,
+        "shortfalls": shortfalls,
+    }
+
+
+def anticipated_c(config_text: str) -> float:
+    """``evaluation.anticipated_c`` of the resolved config (its default when absent)."""
+    import yaml
+
+    from ovfdlr.config import EvaluationConfig
+
+    default = EvaluationConfig().anticipated_c
+    try:
+        data = yaml.safe_load(config_text) or {}
+        value = (data.get("evaluation") or {}).get("anticipated_c", default)
+        return float(value)
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return default

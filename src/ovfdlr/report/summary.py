@@ -1,9 +1,9 @@
-"""The report's first screen, as tables: the chosen model's macro AUC per arm and view (the
-forest plot's rows), the primary endpoint's test, and the chosen models.
+"""The report's first screen: the question, the primary endpoint's test, the chosen models,
+and the chosen model's macro AUC per arm and view (the forest plot and its table).
 
-Each function takes the tables a run writes (``performance.csv``, ``comparison.csv``, the
-content of ``arm.json``) and returns a data frame; :mod:`ovfdlr.report.context` turns them into
-what the page shows and writes them as CSV beside the report.
+The table functions take what a run writes (``performance.csv``, ``comparison.csv``, the
+content of ``arm.json``) and return data frames; the ``*_section`` functions turn them into
+what the page shows and write them as CSV (and the forest plot as PNG and SVG) beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import pandas as pd
 
 from ovfdlr.classifiers import display_name
 from ovfdlr.evaluation import PRIMARY, PRIMARY_TESTS
+from ovfdlr.labels import LabelScheme
+from ovfdlr.layout import ArmLayout
+from ovfdlr.report import formatting as fmt
+from ovfdlr.report.reading import Figure, ReportError, RunFolder, Table
 from ovfdlr.scoring import (
     APPARENT,
     HELD_OUT,
@@ -123,3 +127,122 @@ def chosen_models(arms: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _estimate_cells(frame: pd.DataFrame, digits: int = 3) -> list[str]:
+    return [
+        fmt.estimate(a, lo, hi, digits)
+        for a, lo, hi in zip(frame["auc"], frame["lower"], frame["upper"], strict=True)
+    ]
+
+
+def forest_section(
+    run: RunFolder, arms: list[tuple[str, dict, ArmLayout]]
+) -> tuple[Figure | None, Table]:
+    """The chosen model's macro AUC (95% CI) per arm and view: a forest plot and its table
+    (``tables/report/summary-macro-auc.csv``)."""
+    from ovfdlr.report import figures
+
+    frames = [
+        chosen_macro_auc(name, summary, run.read_csv(arm.table("performance")))
+        for name, summary, arm in arms
+    ]
+    forest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    link = run.write_table("summary-macro-auc", forest)
+    rows = [
+        [
+            r.arm,
+            r.model,
+            r.view,
+            r.claim,
+            fmt.number(r.n, 0),
+            est,
+            r.note,
+        ]
+        for r, est in zip(forest.itertuples(index=False), _estimate_cells(forest), strict=True)
+    ]
+    table = Table(
+        ["arm", "model", "cohort", "what it can claim", "n", "macro AUC (95% CI)", "note"],
+        rows,
+        link,
+    )
+    drawable = (
+        forest[pd.to_numeric(forest["auc"], errors="coerce").notna()] if len(forest) else forest
+    )
+    figure = None
+    if len(drawable):
+        figure = run.draw(
+            figures.forest_figure(drawable),
+            "summary-forest",
+            "macro AUC (95% CI) per arm and cohort",
+        )
+    return figure, table
+
+
+def primary_section(run: RunFolder, training: str) -> dict[str, Any]:
+    """The primary endpoint's tests (``tables/report/primary-endpoint.csv``), with the family's
+    adjustment, or why there is none."""
+    path = run.layout.comparison
+    if not path.is_file():
+        return {"table": None, "why": "This run compares no arms, so it has no primary endpoint."}
+    frame = primary_endpoint(run.read_csv(path), training)
+    if frame.empty:
+        return {
+            "table": None,
+            "why": "No comparison of this run belongs to the primary endpoint's family "
+            "(see the arm comparison).",
+        }
+    keep = ["cohort", "scoring", "arm_a", "arm_b", "n", "test", "auc_a", "auc_b", "difference"]
+    keep += ["ci_lower", "ci_upper", "statistic", "p_value", "p_adjusted", "adjustment", "note"]
+    link = run.write_table("primary-endpoint", frame[[c for c in keep if c in frame.columns]])
+    rows = []
+    for number, (_, row) in enumerate(frame.iterrows(), start=2):
+        try:
+            p, p_holm = fmt.p_value(row.get("p_value")), fmt.p_value(row.get("p_adjusted"))
+        except ValueError as exc:
+            raise ReportError(f"{path}: primary endpoint row {number}: {exc}") from exc
+        rows.append(
+            [
+                view_label(str(row["cohort"]), str(row["scoring"])),
+                fmt.number(row.get("n"), 0),
+                f"{fmt.number(row.get('auc_a'))} vs {fmt.number(row.get('auc_b'))}",
+                fmt.estimate(row.get("difference"), row.get("ci_lower"), row.get("ci_upper")),
+                p,
+                p_holm,
+                "" if fmt.is_missing(row.get("note")) else str(row["note"]),
+            ]
+        )
+    first = frame.iloc[0]
+    adjustment = "" if fmt.is_missing(first.get("adjustment")) else str(first["adjustment"])
+    columns = ["cohort", "n", "AUCs", "difference (95% CI)", "p", "p (Holm)", "note"]
+    if not any(r[-1] for r in rows):  # no note to show: no empty column
+        columns, rows = columns[:-1], [r[:-1] for r in rows]
+    return {
+        "table": Table(columns, rows, link),
+        "pair": f"{first['arm_a']} minus {first['arm_b']}",
+        "test": str(first.get("test", "")),
+        "method": "" if fmt.is_missing(first.get("method")) else str(first["method"]),
+        "adjustment": adjustment,
+        "why": "",
+    }
+
+
+def question(labels: LabelScheme, summaries: list[tuple[str, dict]], training: str) -> dict:
+    """What the run asks: the classes, and where the models were fitted and chosen (per arm
+    when the arms chose differently)."""
+    classes = ", ".join(f"{v} {n}" for v, n in labels.class_names.items())
+    chosen_on = {}
+    for name, summary in summaries:
+        if summary.get("chosen_on") == "internal":
+            internal = (summary.get("settings") or {}).get("internal", "internal")
+            chosen_on[name] = f"the {internal} cohort"
+        else:
+            chosen_on[name] = f"cross-validation on the {training} cohort"
+    places = set(chosen_on.values())
+    if len(places) == 1:
+        choice = f"models are chosen by {places.pop()}"
+    else:
+        choice = "; ".join(
+            f"{arm}'s model is chosen by {where}" for arm, where in chosen_on.items()
+        )
+    return {"scheme": labels.scheme, "classes": classes, "training": training, "choice": choice}

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import pandas as pd
+
+from ovfdlr.report.reading import Link, RunFolder, Table
 
 COLUMNS = ["item", "parent", "section", "title", "report"]
 SUPPLIED_BY_AUTHORS = "to be supplied by the authors"
@@ -89,3 +92,33 @@ def mapped(checklist: Checklist, present: set[str]) -> pd.DataFrame:
             "answered_in": answered,
         }
     )
+
+
+def checklist_section(run: RunFolder, present: set[str]) -> list[dict[str, Any]]:
+    """Every item of each reporting checklist with where this report answers it (a link to the
+    section) or "to be supplied by the authors"; written as ``tables/report/checklist-*.csv``."""
+    from ovfdlr.report.sections import BY_ID
+
+    out = []
+    for checklist in CHECKLISTS:
+        frame = mapped(checklist, present)
+        link = run.write_table(f"checklist-{checklist.key}", frame)
+        rows = []
+        for _, r in frame.iterrows():
+            where: str | Link = SUPPLIED_BY_AUTHORS
+            ids = [i for i in str(r["answered_in"]).split(";") if i]
+            if ids:
+                where = Link("; ".join(BY_ID[i].title for i in ids), f"#{ids[0]}")
+            rows.append([str(r["item"]), str(r["section"]), str(r["title"]), where])
+        table = Table(["item", "section", "topic", "where this report answers it"], rows, link)
+        out.append(
+            {
+                "name": checklist.name,
+                "citation": checklist.citation,
+                "licence": checklist.licence,
+                "answered": int((frame["answered_in"] != "").sum()),
+                "total": len(frame),
+                "table": table,
+            }
+        )
+    return out
