@@ -662,8 +662,7 @@ def test_claims_follow_how_each_arm_chose_its_model():
     forest plot then gives the view a row per claim, and the question says where each arm's
     model was chosen."""
     from ovfdlr.labels import astlof
-    from ovfdlr.report.summary import question
-    from ovfdlr.report.summary import CHOSE_CLAIM, VIEW_CLAIMS, chosen_macro_auc
+    from ovfdlr.report.summary import CHOSE_CLAIM, VIEW_CLAIMS, chosen_macro_auc, question
     from ovfdlr.scoring import HELD_OUT
 
     performance = pd.DataFrame(

@@ -32,6 +32,7 @@ evaluation:
   macro_variance: unconditional        # unconditional | conditional (on the class counts)
   compare_training_cv: false           # also compare on train (cv), labelled post-selection
   primary: {arms: null, cohorts: null} # default: first pair; external + prospective, Holm
+  anticipated_c: 0.8                   # pairwise C-statistic behind the report's sample size
 seed: 0
 jobs: 0                                # worker processes (0: all cores)
 scheduler: null                        # a Dask scheduler address for the per-case stages

@@ -9,7 +9,7 @@ deep features are untrained.
 The default cohort (:func:`demo_sizes`): 68 training and 17 internal vertebrae at the
 population's class mix, and :data:`PER_CLASS` vertebrae of every class in the external and in
 the prospective cohort, so every cohort has a confidence interval and a test for every class.
-The training cohort's size keeps the demo within about eight minutes on two cores (nested
+The training cohort's size keeps the demo near seven and a half minutes on two cores (nested
 cross-validation, three outer folds, is most of it); the validation cohorts cost only their
 feature extraction.
 """

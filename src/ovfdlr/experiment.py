@@ -352,7 +352,8 @@ def _preview_stage(state: RunState) -> None:
 
     deep = next((a.deep for a in state.config.arms if a.deep), None)
     settings = deep.input_settings() if deep else InputSettings()
-    key = stable_hash("preview", state.data_key, settings.as_dict())
+    # "svg": the sheets come as PNG and SVG (a sheet cached before that is drawn again)
+    key = stable_hash("preview", "svg", state.data_key, settings.as_dict())
     first = state.layout.input_sheet(1)
 
     def work():

@@ -196,11 +196,11 @@ def primary_section(run: RunFolder, training: str) -> dict[str, Any]:
     keep += ["ci_lower", "ci_upper", "statistic", "p_value", "p_adjusted", "adjustment", "note"]
     link = run.write_table("primary-endpoint", frame[[c for c in keep if c in frame.columns]])
     rows = []
-    for number, (_, row) in enumerate(frame.iterrows(), start=2):
+    for index, row in frame.iterrows():
         try:
             p, p_holm = fmt.p_value(row.get("p_value")), fmt.p_value(row.get("p_adjusted"))
-        except ValueError as exc:
-            raise ReportError(f"{path}: primary endpoint row {number}: {exc}") from exc
+        except ValueError as exc:  # the CSV's row: the header is row 1
+            raise ReportError(f"{path}, row {int(index) + 2}: {exc}") from exc
         rows.append(
             [
                 view_label(str(row["cohort"]), str(row["scoring"])),
@@ -214,6 +214,7 @@ def primary_section(run: RunFolder, training: str) -> dict[str, Any]:
         )
     first = frame.iloc[0]
     adjustment = "" if fmt.is_missing(first.get("adjustment")) else str(first["adjustment"])
+    methods = [m for m in frame.get("method", []) if not fmt.is_missing(m)]
     columns = ["cohort", "n", "AUCs", "difference (95% CI)", "p", "p (Holm)", "note"]
     if not any(r[-1] for r in rows):  # no note to show: no empty column
         columns, rows = columns[:-1], [r[:-1] for r in rows]
@@ -221,7 +222,7 @@ def primary_section(run: RunFolder, training: str) -> dict[str, Any]:
         "table": Table(columns, rows, link),
         "pair": f"{first['arm_a']} minus {first['arm_b']}",
         "test": str(first.get("test", "")),
-        "method": "" if fmt.is_missing(first.get("method")) else str(first["method"]),
+        "method": str(methods[0]) if methods else "",
         "adjustment": adjustment,
         "why": "",
     }
