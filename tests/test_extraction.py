@@ -148,6 +148,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",  # the progress bars are not ASCII, whatever the locale
         check=True,
     )
     assert f"cached {done_before}" in resumed.stdout
