@@ -742,3 +742,41 @@ def test_minimum_sample_size_of_a_binary_and_a_three_class_arm():
     assert table.iloc[1]["minimum"] == expected.n
     assert table.iloc[1]["events per parameter"] == pytest.approx(40 / (3 * 2))
     assert "for every pair of classes" in assumptions and "patients" not in assumptions
+
+
+def test_a_sample_size_that_cannot_be_computed_says_why():
+    """A class without training cases: the row names the reason instead of a traceback."""
+    from ovfdlr.labels import astlof
+    from ovfdlr.report.sample_size import minimum_table
+
+    arm = {"n_input_features": 40, "selected_features": ["a"]}
+    counts = pd.Series({"class 0": 100, "class 1": 60, "class 2": 0})
+    table, _, _ = minimum_table([("x", arm)], counts, astlof(), 0.8)
+    assert len(table) == 2
+    assert table["met"].str.startswith("not computed: ").all()
+    assert "minimum" not in table.columns
+
+
+def test_tables_in_view_and_cohort_order():
+    from ovfdlr.scoring import in_view_order, rows_in_cohort_order
+
+    frame = pd.DataFrame(
+        {
+            "cohort": ["external", "train", "internal", "train", "train", "zeta"],
+            "scoring": ["held-out", "nested-cv", "held-out", "apparent", "out-of-fold", "held-out"],
+            "class": [0, 1, 2, 3, 4, 5],
+        }
+    )
+    ordered = in_view_order(frame)
+    assert ordered["class"].tolist() == [3, 4, 1, 2, 0, 5]
+    older = pd.DataFrame({"cohort": ["internal", "train (cv)", "train"], "x": [1, 2, 3]})
+    assert in_view_order(older)["scoring"].tolist() == ["apparent", "out-of-fold", "held-out"]
+    counts = pd.DataFrame(
+        {"cohort": ["(all)", "prospective", "train", "external"], "n": [4, 3, 2, 1]}
+    )
+    assert rows_in_cohort_order(counts)["cohort"].tolist() == [
+        "train",
+        "external",
+        "prospective",
+        "(all)",
+    ]

@@ -86,3 +86,21 @@ def with_scoring(frame: pd.DataFrame, training: str = "train") -> pd.DataFrame:
     frame.insert(frame.columns.get_loc("cohort") + 1, "scoring", scoring)
     frame.loc[oof, "cohort"] = training
     return frame
+
+
+def in_view_order(frame: pd.DataFrame, training: str = "train") -> pd.DataFrame:
+    """A table with ``cohort`` and ``scoring`` columns (:func:`with_scoring` adds the latter to
+    older tables), its rows in :func:`view_order` (stable within a view)."""
+    frame = with_scoring(frame, training)
+    if frame.empty:
+        return frame
+    rank = view_sort_key(frame["cohort"], frame["scoring"], training)
+    return frame.iloc[np.argsort(rank, kind="stable")]
+
+
+def rows_in_cohort_order(frame: pd.DataFrame, training: str = "train") -> pd.DataFrame:
+    """A table whose first column names cohorts, its rows in :func:`cohort_order`; rows that
+    name no cohort (totals such as ``(all)``) after them, in place."""
+    keys = frame.iloc[:, 0].astype(str)
+    rank = {c: i for i, c in enumerate(cohort_order(keys, training))}
+    return frame.iloc[sorted(range(len(frame)), key=lambda i: rank.get(keys.iat[i], len(rank)))]

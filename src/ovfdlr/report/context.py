@@ -35,10 +35,12 @@ from ovfdlr.report.reading import (
     frame_table,
 )
 from ovfdlr.report.sample_size import anticipated_c, sample_size_section
-from ovfdlr.report.summary import forest_section, primary_section, question
+from ovfdlr.report.summary import choosing_cohort, forest_section, primary_section, question
 from ovfdlr.scoring import (
     CLAIMS,
     cohort_order,
+    in_view_order,
+    rows_in_cohort_order,
     view_label,
     view_order,
     view_slug,
@@ -263,10 +265,7 @@ def subgroups_table(run: RunFolder, path: Path, training: str = "train") -> Tabl
     """The chosen model's macro AUC (95% CI) per validation cohort and subgroup."""
     if not path.is_file():
         return None
-    frame = with_scoring(run.read_csv(path), training)
-    frame = frame.assign(
-        _order=view_sort_key(frame["cohort"], frame["scoring"], training)
-    ).sort_values("_order", kind="stable")
+    frame = in_view_order(run.read_csv(path), training)
     rows = [
         [
             view_label(str(r["cohort"]), str(r["scoring"])),
@@ -288,10 +287,7 @@ def calibration_summary_table(run: RunFolder, path: Path, training: str) -> Tabl
     caption (older tables without CIs show the estimates alone)."""
     if not path.is_file():
         return None
-    frame = with_scoring(run.read_csv(path), training)
-    frame = frame.assign(
-        _order=view_sort_key(frame["cohort"], frame["scoring"], training)
-    ).sort_values("_order", kind="stable")
+    frame = in_view_order(run.read_csv(path), training)
     rows = [
         [view_label(str(r["cohort"]), str(r["scoring"]))]
         + [ci_text(r, c) for c in CALIBRATION_COLUMNS]
@@ -309,10 +305,8 @@ def calibration_regression_table(
     """Calibration intercept and slope (95% CI) per cohort and class (ideal: 0 and 1)."""
     if not path.is_file():
         return None
-    frame = with_scoring(run.read_csv(path), training)
-    frame = frame.assign(
-        _order=view_sort_key(frame["cohort"], frame["scoring"], training)
-    ).sort_values(["_order", "class"], kind="stable")
+    # by view, then class (the stable view sort keeps the class order within a view)
+    frame = in_view_order(run.read_csv(path).sort_values("class", kind="stable"), training)
     rows = []
     for _, r in frame.iterrows():
         try:
@@ -419,8 +413,8 @@ def weights_statement(name: str, info: dict) -> tuple[str, bool]:
 
 def _chosen_note(summary: dict[str, Any]) -> str:
     """How the arm's model was chosen, and what that means for the cohort that chose it."""
-    if summary.get("chosen_on") == "internal":
-        internal = (summary.get("settings") or {}).get("internal", "internal")
+    internal = choosing_cohort(summary)
+    if internal is not None:
         return (
             f"chosen on the {internal} cohort: its AUC there picked the model and is not an "
             "independent estimate"
@@ -623,10 +617,7 @@ def _in_cohort_order(frame: pd.DataFrame, axis: str, training: str) -> pd.DataFr
     """Rows (``axis="rows"``, first column) or columns named by cohort in the usual order,
     anything else (totals, patients) after them in place."""
     if axis == "rows":
-        keys = frame.iloc[:, 0].astype(str)
-        order = cohort_order(keys, training)
-        rank = {c: i for i, c in enumerate(order)}
-        return frame.iloc[sorted(range(len(frame)), key=lambda i: rank.get(keys.iat[i], len(rank)))]
+        return rows_in_cohort_order(frame, training)
     first, rest = frame.columns[0], [str(c) for c in frame.columns[1:]]
     cohorts = [c for c in rest if not (c.startswith("(") or c == "patients")]
     ordered = cohort_order(cohorts, training) + [c for c in rest if c not in cohorts]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ovfdlr.labels import LabelScheme
 from ovfdlr.report.reading import RunFolder
+from ovfdlr.report.summary import choosing_cohort
 
 #: A class with fewer cases than this in a cohort makes that cohort's per-class CIs wide.
 SMALL_CLASS = 10
@@ -109,8 +110,8 @@ def run_limitations(facts: RunFacts) -> list[Limitation]:
                     "give an independent estimate.",
                 )
             )
-        if summary.get("chosen_on") == "internal":
-            internal = (summary.get("settings") or {}).get("internal", "internal")
+        internal = choosing_cohort(summary)
+        if internal is not None:
             found.append(
                 Limitation(
                     f"{name}: the {internal} cohort chose the model.",

@@ -9,6 +9,7 @@ and figures the report derives are written under ``tables/report/`` and ``figure
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -67,12 +68,16 @@ COLLAPSE_ROWS = 25
 
 
 class RunFolder:
-    """A run folder and the folder the report is written to (links are relative to it)."""
+    """A run folder and the folder the report is written to (links are relative to it).
+
+    Each ``arm.json`` and CSV table is read once per report, whichever sections use it (the
+    cohort, performance and comparison tables feed several); callers get their own copy."""
 
     def __init__(self, run_dir: Path, report_dir: Path):
         self.root = Path(run_dir)
         self.layout = RunLayout(self.root)
         self.report_dir = Path(report_dir)
+        self._read: dict[tuple, object] = {}
 
     def path(self, relative: str | Path) -> Path:
         return self.root / relative
@@ -83,10 +88,13 @@ class RunFolder:
 
     def read_arm(self, arm: ArmLayout) -> dict:
         """An arm's ``arm.json`` (migrated from older versions), as JSON data."""
-        try:
-            return to_data(read_arm(arm.arm_json))
-        except RecordError as exc:
-            raise ReportError(str(exc)) from None
+        key = ("arm", arm.arm_json)
+        if key not in self._read:
+            try:
+                self._read[key] = to_data(read_arm(arm.arm_json))
+            except RecordError as exc:
+                raise ReportError(str(exc)) from None
+        return copy.deepcopy(self._read[key])
 
     def link(self, path: Path) -> str:
         """``path`` relative to the report's folder, with forward slashes."""
@@ -99,10 +107,15 @@ class RunFolder:
             raise ReportError(f"{path} is not valid JSON: {exc}") from exc
 
     def read_csv(self, path: Path, **kwargs) -> pd.DataFrame:
-        try:
-            return pd.read_csv(path, **kwargs)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise ReportError(f"{path} is not a readable CSV table: {exc}") from exc
+        """A CSV table of the run (``kwargs`` go to :func:`pandas.read_csv`); a malformed one
+        is a :class:`ReportError` naming the file."""
+        key = ("csv", Path(path), repr(sorted(kwargs.items())))
+        if key not in self._read:
+            try:
+                self._read[key] = pd.read_csv(path, **kwargs)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+                raise ReportError(f"{path} is not a readable CSV table: {exc}") from exc
+        return self._read[key].copy()
 
     def write_table(self, name: str, frame: pd.DataFrame, index: bool = False) -> str:
         """Write a table the report derives (``tables/report/<name>.csv``); return its link."""

@@ -19,7 +19,8 @@ import pandas as pd
 from ovfdlr.labels import LabelScheme
 from ovfdlr.report import formatting as fmt
 from ovfdlr.report.reading import RunFolder, frame_table
-from ovfdlr.scoring import cohort_order
+from ovfdlr.scoring import rows_in_cohort_order
+from ovfdlr.stats import StatsError
 from ovfdlr.stats.samplesize import binary_sample_size, multinomial_sample_size
 
 #: The two counts of predictor parameters an arm's minimum sample size is given for.
@@ -77,13 +78,21 @@ def minimum_table(
         for basis, parameters in counts.items():
             if parameters < 1:
                 continue
-            if labels.is_binary:
-                positive = float(training_counts.get(f"class {labels.positive}", 0)) / n_train
-                result = binary_sample_size(parameters, positive, c_statistic=anticipated_c)
-            else:
-                result = multinomial_sample_size(parameters, proportions, c_statistic=anticipated_c)
-            method, record = result.method, result.assumptions
             row: dict[str, Any] = {"arm": name, "basis": basis, "parameters": parameters}
+            try:
+                if labels.is_binary:
+                    positive = float(training_counts.get(f"class {labels.positive}", 0))
+                    result = binary_sample_size(
+                        parameters, positive / n_train, c_statistic=anticipated_c
+                    )
+                else:
+                    result = multinomial_sample_size(
+                        parameters, proportions, c_statistic=anticipated_c
+                    )
+            except StatsError as exc:  # e.g. a class without training cases: say why
+                rows.append(row | {"training cases": n_train, "met": f"not computed: {exc}"})
+                continue
+            method, record = result.method, result.assumptions
             row.update({f"minimum by {c}": v for c, v in result.criteria.items()})
             row.update(
                 {
@@ -167,11 +176,7 @@ def sample_size_section(
     rows = classes[classes.iloc[:, 0].astype(str) == training]
     if not columns or rows.empty:
         return None
-    cases = cases_table(classes, labels)
-    cases = cases.assign(
-        _o=[cohort_order(cases["cohort"], training).index(c) for c in cases["cohort"]]
-    )
-    cases = cases.sort_values("_o", kind="stable").drop(columns="_o")
+    cases = rows_in_cohort_order(cases_table(classes, labels), training)
     counts = pd.to_numeric(rows.iloc[0][columns], errors="coerce").fillna(0)
     patients = pd.to_numeric(rows.iloc[0].get("patients"), errors="coerce")
     minimum, method, assumptions = minimum_table(

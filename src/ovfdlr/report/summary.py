@@ -24,9 +24,8 @@ from ovfdlr.scoring import (
     HELD_OUT,
     NESTED,
     OUT_OF_FOLD,
+    in_view_order,
     view_label,
-    view_sort_key,
-    with_scoring,
 )
 
 #: What an estimate of each kind can claim, in a few words (the forest plot's second line).
@@ -39,6 +38,14 @@ VIEW_CLAIMS = {
 CHOSE_CLAIM = "held out, but chose the model: optimistic"
 
 FOREST_COLUMNS = ["arm", "model", "view", "claim", "n", "auc", "lower", "upper", "note"]
+
+
+def choosing_cohort(summary: dict[str, Any]) -> str | None:
+    """The held-out cohort that chose an arm's model (``arm.json``: ``chosen_on`` is
+    ``internal``), or None when cross-validation on the training cohort chose it."""
+    if summary.get("chosen_on") != "internal":
+        return None
+    return str((summary.get("settings") or {}).get("internal", "internal"))
 
 
 def view_claim(scoring: str, cohort: str, chose: str | None = None) -> str:
@@ -56,19 +63,11 @@ def chosen_macro_auc(arm: str, summary: dict[str, Any], performance: pd.DataFram
 
     ``summary`` is the arm's ``arm.json`` content (``chosen``, ``chosen_on``, ``settings``).
     """
-    settings = summary.get("settings") or {}
-    training = str(settings.get("training", "train"))
+    training = str((summary.get("settings") or {}).get("training", "train"))
     chosen = str(summary.get("chosen", ""))
-    chose = (
-        str(settings.get("internal", "internal"))
-        if summary.get("chosen_on") == "internal"
-        else None
-    )
-    frame = with_scoring(performance, training)
+    chose = choosing_cohort(summary)
+    frame = in_view_order(performance, training)
     frame = frame[frame["classifier"].astype(str) == chosen]
-    frame = frame.assign(
-        _order=view_sort_key(frame["cohort"], frame["scoring"], training)
-    ).sort_values("_order", kind="stable")
     rows = [
         {
             "arm": arm,
@@ -91,23 +90,17 @@ def primary_endpoint(comparison: pd.DataFrame, training: str = "train") -> pd.Da
     the macro AUC (or, with two classes, of the AUC), in cohort order."""
     if "family" not in comparison.columns or comparison.empty:
         return comparison.iloc[0:0]
-    frame = with_scoring(comparison, training)
-    rows = frame[(frame["family"] == PRIMARY) & frame["test"].isin(PRIMARY_TESTS)]
-    order = view_sort_key(rows["cohort"], rows["scoring"], training) if len(rows) else []
-    return rows.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
+    frame = in_view_order(comparison, training)
+    return frame[(frame["family"] == PRIMARY) & frame["test"].isin(PRIMARY_TESTS)]
 
 
 def chosen_models(arms: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
     """One row per arm: the chosen classifier, what chose it, its features, nested CV."""
     rows = []
     for name, summary in arms:
-        settings = summary.get("settings") or {}
-        on = summary.get("chosen_on")
-        how = (
-            f"{settings.get('internal', 'internal')} cohort"
-            if on == "internal"
-            else f"{settings.get('folds', '?')}-fold patient-grouped CV"
-        )
+        chose = choosing_cohort(summary)
+        folds = (summary.get("settings") or {}).get("folds", "?")
+        how = f"{chose} cohort" if chose else f"{folds}-fold patient-grouped CV"
         score = summary.get("chosen_score")
         if score is not None and np.isfinite(score):
             how += f", {float(score):.3f}"
@@ -234,11 +227,10 @@ def question(labels: LabelScheme, summaries: list[tuple[str, dict]], training: s
     classes = ", ".join(f"{v} {n}" for v, n in labels.class_names.items())
     chosen_on = {}
     for name, summary in summaries:
-        if summary.get("chosen_on") == "internal":
-            internal = (summary.get("settings") or {}).get("internal", "internal")
-            chosen_on[name] = f"the {internal} cohort"
-        else:
-            chosen_on[name] = f"cross-validation on the {training} cohort"
+        chose = choosing_cohort(summary)
+        chosen_on[name] = (
+            f"the {chose} cohort" if chose else f"cross-validation on the {training} cohort"
+        )
     places = set(chosen_on.values())
     if len(places) == 1:
         choice = f"models are chosen by {places.pop()}"

@@ -119,6 +119,8 @@ def generate_cohort(
         design = CohortDesign.of(
             n, paper_scale=paper_scale, sizes=sizes, stratify=stratify, labels=labels
         )
+    elif n is not None or paper_scale or sizes is not None or stratify:
+        raise ValueError("give the cohort's design either as design or as n/sizes/stratify")
     labels = design.labels
     pop = draw_population(design, seed)
     (out / "images").mkdir(parents=True, exist_ok=True)

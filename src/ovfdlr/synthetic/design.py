@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .population import COHORTS, PAPER_SCALE, check_counts, sample_population, split_counts
+from .population import (
+    COHORTS,
+    DEFAULT_N,
+    PAPER_SCALE,
+    check_counts,
+    sample_population,
+    split_counts,
+)
 
 #: The label schemes the synthetic cohort can write, with their classes.
 SCHEME_CLASSES: Mapping[str, tuple[int, ...]] = {
@@ -130,8 +137,10 @@ class CohortDesign:
         ``sizes`` (one of the three)."""
         if sum((n is not None, paper_scale, sizes is not None)) > 1:
             raise ValueError("give the cohort sizes one way: n, paper_scale or sizes")
-        if sizes is None:
-            sizes = dict(PAPER_SCALE) if paper_scale else split_counts(200 if n is None else n)
+        if sizes is None and paper_scale:
+            sizes = dict(PAPER_SCALE)
+        elif sizes is None:
+            sizes = split_counts(DEFAULT_N if n is None else n)
         return cls(dict(sizes), tuple(stratify), labels, paper_scale)
 
     @property
