@@ -12,6 +12,15 @@ Peak memory: the largest resident set of the main process and of any worker proc
 every 50 ms with psutil. Prints one table and writes it as JSON with ``--json``.
 
     python benchmarks/bench_radiomics.py --n 200 --n-timed 40
+
+``--checks-repeats R`` (R >= 5) also measures what the input checks (:mod:`ovfdlr.integrity`)
+cost: the radiomics stage (``jobs=1``, no cache) on the ``--n-timed`` cases with and without
+the checks, alternating (ABBA order) R times each, every checked run starting with no verdict
+remembered; it reports the medians, their relative difference (target <= 2 %) and, more
+precisely, the reading time per case with and without the checks. ``--checks-only`` skips
+everything else.
+
+    python benchmarks/bench_radiomics.py --n 12 --n-timed 12 --checks-repeats 5 --checks-only
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
+from ovfdlr import imaging, integrity
 from ovfdlr.cohort import load_manifest
 from ovfdlr.radiomics import _extractor, extract_radiomics, load_params
 from ovfdlr.synthetic import generate_cohort
@@ -72,6 +83,68 @@ def timed(fn):
     return result, seconds, memory
 
 
+def forget_checks() -> None:
+    """Drop the verdicts the checks remember per file, so a run pays for them again."""
+    integrity._STREAMS.clear()
+    integrity._LABEL_MAPS.clear()
+
+
+def input_checks_cost(cases, params, repeats: int) -> dict:
+    """The radiomics stage with and without the input checks, alternating, and the reading
+    time per case with and without them."""
+    stage = {True: [], False: []}
+    for repeat in range(repeats):
+        order = (True, False) if repeat % 2 == 0 else (False, True)
+        for checks in order:
+            imaging._INPUT_CHECKS = checks
+            forget_checks()
+            start = time.perf_counter()
+            result = extract_radiomics(cases, params, cache_dir=False, jobs=1, progress=False)
+            stage[checks].append(time.perf_counter() - start)
+            assert result.failed == 0, result.errors
+    imaging._INPUT_CHECKS = True
+    reading = {True: [], False: []}
+    for repeat in range(repeats):
+        for checks in (True, False) if repeat % 2 == 0 else (False, True):
+            imaging._INPUT_CHECKS = checks
+            forget_checks()
+            start = time.perf_counter()
+            for case in cases.itertuples(index=False):
+                imaging.read_image(case.image)
+                imaging.read_label_map(case.mask)
+            reading[checks].append((time.perf_counter() - start) / len(cases))
+    imaging._INPUT_CHECKS = True
+    on, off = float(np.median(stage[True])), float(np.median(stage[False]))
+    read_on, read_off = float(np.median(reading[True])), float(np.median(reading[False]))
+    return {
+        "cases": len(cases),
+        "repeats": repeats,
+        "stage_seconds_with_checks": stage[True],
+        "stage_seconds_without_checks": stage[False],
+        "stage_median_with_checks": on,
+        "stage_median_without_checks": off,
+        "stage_relative_difference": on / off - 1,
+        "read_seconds_per_case_with_checks": read_on,
+        "read_seconds_per_case_without_checks": read_off,
+        "checks_share_of_stage": (read_on - read_off) * len(cases) / off,
+    }
+
+
+def print_checks_cost(cost: dict) -> None:
+    print(
+        f"input checks, radiomics stage (jobs 1, no cache), {cost['cases']} cases, "
+        f"{cost['repeats']} alternating repeats each:"
+    )
+    print(f"  median with checks    {cost['stage_median_with_checks']:9.2f} s")
+    print(f"  median without checks {cost['stage_median_without_checks']:9.2f} s")
+    print(f"  relative difference   {cost['stage_relative_difference']:+9.2%} (target <= +2 %)")
+    print(
+        f"  reading image + mask per case: {cost['read_seconds_per_case_with_checks'] * 1e3:.1f} "
+        f"ms with checks, {cost['read_seconds_per_case_without_checks'] * 1e3:.1f} ms without: "
+        f"{cost['checks_share_of_stage']:+.2%} of the stage"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="cases for the cached rerun")
@@ -79,7 +152,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="folder (default: temporary)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--checks-repeats", type=int, default=0, help="measure the input checks (>= 5 repeats)"
+    )
+    parser.add_argument("--checks-only", action="store_true", help="only the input checks")
     args = parser.parse_args()
+    if args.checks_only and args.checks_repeats < 5:
+        parser.error("--checks-only needs --checks-repeats 5 or more")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ovfdlr-bench-radiomics-"))
     cohort_dir = work / "cohort"
@@ -89,6 +168,13 @@ def main() -> None:
     timed_cases = cohort.iloc[: args.n_timed]
     params = load_params()
     rows = {}
+    if args.checks_repeats:
+        cost = input_checks_cost(timed_cases, params, args.checks_repeats)
+        print_checks_cost(cost)
+        if args.checks_only:
+            if args.json:
+                args.json.write_text(json.dumps({"input checks": cost}, indent=2))
+            return
 
     def plain_loop():
         import json as _json
@@ -142,6 +228,8 @@ def main() -> None:
         worker_mb = memory.worker / 2**20 if memory and memory.worker else float("nan")
         print(f"{name:48s} {seconds:9.2f} {seconds / n:8.3f} {main_mb:8.0f} {worker_mb:9.0f}")
         report[name] = {"seconds": seconds, "cases": n, "main_mb": main_mb, "worker_mb": worker_mb}
+    if args.checks_repeats:
+        report["input checks"] = cost
     print(f"ovfdlr --jobs 1 / plain loop: {one / plain:.3f} (target <= 1.05)")
     print(f"speed-up --jobs 2 over --jobs 1: {one / two:.2f}x (target >= 1.8)")
     if args.json:

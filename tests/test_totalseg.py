@@ -356,6 +356,11 @@ def test_a_folder_of_cts(ts, structure_folder, tmp_path):
     for stem in ("a", "b"):
         shutil.copy(ts["ct"], cts / f"{stem}.nii.gz")
         shutil.copy(ts["body"], bodies / f"{stem}.nii.gz")
+    # patient b's CT differs from a's by one corner voxel: the same scan under two patient ids
+    # would be refused (same-image-two-patients)
+    other = sitk.ReadImage(str(ts["ct"]))
+    other[0, 0, 0] = other[0, 0, 0] + 1
+    sitk.WriteImage(other, str(cts / "b.nii.gz"))
     shutil.copy(ts["seg"], segs / "a.nii.gz")  # multi-label
     shutil.copytree(structure_folder, segs / "b")  # per-structure
     out = tmp_path / "out" / "cohort.csv"

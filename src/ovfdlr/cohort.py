@@ -11,6 +11,8 @@ image          yes       CT volume: NIfTI / NRRD / MHA / MHD file or DICOM serie
                          relative to the manifest's folder (or absolute)
 mask           yes       label map on the same grid, same forms
 mask_label     no        integer label of this vertebra in the mask (default 1)
+series_uid     no        the image's Series Instance UID, for a DICOM folder that holds
+                         several series (the reader refuses such a folder without it)
 label          yes       a class of the label scheme (ASTLOF 0, 1, 2 by default); empty for
                          cases to predict
 cohort         yes       train, internal, external, prospective or any configured name
@@ -19,6 +21,12 @@ level          no        vertebral level, e.g. L1
 age, sex       no        patient age in years, sex (F / M)
 scan_date      no        acquisition date (ISO 8601)
 =============  ========  ==============================================================
+
+Reading an image or mask runs the input checks of :mod:`ovfdlr.integrity` (a file cut short, a
+corrupt stream, an inconsistent header, a DICOM series with missing or duplicated slices, a
+"mask" that is an image ...); each refusal is a problem named by its check. The same image
+content under two patients is an error (``same-image-two-patients``); the same CT for several
+vertebrae of one patient is normal.
 
 Row numbers in messages are the CSV's line numbers as a spreadsheet shows them: the header is
 row 1, the first vertebra row 2.
@@ -35,7 +43,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from ovfdlr import imaging
+from ovfdlr import imaging, integrity
+from ovfdlr.cache import file_digest
 from ovfdlr.labels import LabelError, LabelScheme, resolve
 from ovfdlr.parallel import TaskFailure, run_tasks
 
@@ -53,6 +62,7 @@ MANIFEST_COLUMNS = (
     "centre",
     "level",
     *DEMOGRAPHIC_COLUMNS,
+    "series_uid",  # only for a DICOM folder of several series
 )
 ROW = "manifest_row"  # the sheet row of each case, added on reading (a reserved column name)
 TOTAL = "(all)"  # the margins of the summary tables
@@ -353,15 +363,19 @@ class CaseCheck:
     mask_label: int
     min_roi_voxels: int = DEFAULT_MIN_ROI_VOXELS
     tolerance: float = DEFAULT_TOLERANCE
+    series_uid: str | None = None
 
 
 def check_case(case: CaseCheck) -> list[Problem]:
     """Open one case's image and mask and return every problem found (empty when fine).
 
-    Checks: files exist and read; the image is 3-D with finite voxel values; the mask grid
-    matches the image (:func:`ovfdlr.imaging.geometry_mismatches`); the mask is not empty and
-    holds ``mask_label``; the ROI has at least ``min_roi_voxels`` voxels; the ROI does not touch
-    the volume border (warning: the vertebra may be cut off).
+    Checks: files exist and read, complete and consistent (the input checks of
+    :mod:`ovfdlr.integrity`, each problem under its check's name; the mask's values must be
+    labels); the image is 3-D with finite voxel values, plausible for calibrated CT
+    (``ct-values``, a warning); the mask grid matches the image
+    (:func:`ovfdlr.imaging.geometry_mismatches`); the mask is not empty and holds
+    ``mask_label``; the ROI has at least ``min_roi_voxels`` voxels; the ROI does not touch the
+    volume border (warning: the vertebra may be cut off).
     """
     problems: list[Problem] = []
 
@@ -374,9 +388,20 @@ def check_case(case: CaseCheck) -> list[Problem]:
             add(f"{kind}-missing", f"{kind} file not found: {path}")
             continue
         try:
-            volumes[kind] = imaging.read_image(path)
+            if kind == "image":
+                reading = imaging.inspect_image(path, case.series_uid)
+            else:
+                reading = imaging.inspect_label_map(path)
+        except imaging.InputCheckError as exc:
+            for found in exc.findings:
+                add(found.check, f"{kind} {path}: {found.message}")
+            continue
         except imaging.ImageReadError as exc:
             add(f"{kind}-unreadable", f"{kind} unreadable: {exc}")
+            continue
+        volumes[kind] = reading.image
+        for found in reading.warnings:
+            add(found.check, f"{kind} {path}: {found.message}", found.severity)
     image, mask = volumes.get("image"), volumes.get("mask")
 
     if image is not None:
@@ -385,6 +410,9 @@ def check_case(case: CaseCheck) -> list[Problem]:
         bad = imaging.count_non_finite(case.image, image)
         if bad:
             add("non-finite", f"image has {bad} non-finite voxel value(s) (NaN or infinite)")
+        if image.GetNumberOfComponentsPerPixel() == 1:
+            for found in integrity.ct_value_findings(sitk.GetArrayViewFromImage(image)):
+                add(found.check, f"image {case.image}: {found.message}", found.severity)
     if mask is None:
         return problems
     if image is not None:
@@ -411,6 +439,62 @@ def check_case(case: CaseCheck) -> list[Problem]:
         )
     if imaging.roi_touches_border(roi):
         add("roi-border", "ROI touches the volume border; the vertebra may be cut off", "warning")
+    return problems
+
+
+def _series_uid(row) -> str | None:
+    """A cohort row's ``series_uid`` (empty or absent: ``None``)."""
+    value = getattr(row, "series_uid", None)
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def same_image_problems(cohort: pd.DataFrame) -> list[Problem]:
+    """``same-image-two-patients``: one image content (SHA-256, :func:`ovfdlr.cache.file_digest`)
+    under more than one patient_id, in one cohort or several; every row involved is named.
+
+    The same CT for several vertebrae of one patient is normal. Only images whose size another
+    patient's image shares are hashed (different sizes are different contents); missing files
+    are left to the image checks.
+    """
+    rows = [r for r in cohort.itertuples(index=False) if r.image and r.patient_id]
+    by_size: dict[tuple, list] = {}
+    for r in rows:
+        path = Path(r.image)
+        try:
+            size = ("folder",) if path.is_dir() else ("file", path.stat().st_size)
+        except OSError:
+            continue
+        by_size.setdefault(size, []).append(r)
+    by_digest: dict[str, list] = {}
+    for members in by_size.values():
+        if len({m.patient_id for m in members}) < 2:
+            continue
+        for m in members:
+            try:
+                digest = file_digest(m.image, series_uid=_series_uid(m))
+            except (OSError, ValueError):  # unreadable: the image checks name it
+                continue
+            by_digest.setdefault(digest, []).append(m)
+    problems = []
+    for digest, members in by_digest.items():
+        patients = sorted({m.patient_id for m in members})
+        if len(patients) < 2:
+            continue
+        cohorts = sorted({m.cohort for m in members if getattr(m, "cohort", "")})
+        spread = f" in {len(cohorts)} cohorts ({', '.join(cohorts)})" if len(cohorts) > 1 else ""
+        listing = "; ".join(
+            f"row {getattr(m, ROW)} ({m.case_id}, patient {m.patient_id}, cohort {m.cohort})"
+            for m in members[:10]
+        ) + (f"; and {len(members) - 10} more rows" if len(members) > 10 else "")
+        message = (
+            f"the same image content (SHA-256 {digest[:12]}...) is used by {len(patients)} "
+            f"patients{spread}: {listing}; a CT belongs to one patient (a scan filed twice, "
+            "or a wrong patient_id)"
+        )
+        for m in members:
+            problems.append(
+                Problem("same-image-two-patients", message, int(getattr(m, ROW)), m.case_id)
+            )
     return problems
 
 
@@ -483,6 +567,7 @@ def validate_manifest(
                 int(r.mask_label),
                 min_roi_voxels,
                 tolerance,
+                _series_uid(r),
             )
             for r in cohort.itertuples(index=False)
             if r.image and r.mask
@@ -494,6 +579,7 @@ def validate_manifest(
             if isinstance(result, TaskFailure):
                 result = [Problem("check-failed", result.reason, case.row, case.case_id)]
             report.problems += result
+        report.problems += same_image_problems(cohort)
     report.problems.sort(key=lambda p: (p.row or 0, p.severity != "error", p.check))
     report.cohort = cohort if report.ok else None
     return report

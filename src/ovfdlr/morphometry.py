@@ -315,7 +315,7 @@ class MorphometryStage:
         return {"version": VERSION, **self.settings.__dict__}
 
     def __call__(self, task) -> dict[str, Any]:
-        image = imaging.read_image(task.image)
+        image = imaging.read_image(task.image, task.series_uid)
         mask = imaging.read_mask(task.mask, task.mask_label)
         return {"features": measure(mask, image, self.settings)}
 

@@ -233,7 +233,7 @@ def extract(
     for a 2-D image under 3-D settings or an ROI that is empty after resampling.
     """
     image = image if isinstance(image, sitk.Image) else imaging.read_image(image)
-    mask = mask if isinstance(mask, sitk.Image) else imaging.read_image(mask)
+    mask = mask if isinstance(mask, sitk.Image) else imaging.read_label_map(mask)
     engine = engine if engine is not None else PyRadiomicsEngine(params)
     return engine.extract(image, mask, label)
 
@@ -257,7 +257,8 @@ class RadiomicsStage:
     def __call__(self, task) -> dict[str, Any]:
         if self.threads and multiprocessing.parent_process() is not None:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
-        result = extract(task.image, task.mask, self.params, task.mask_label)
+        image = imaging.read_image(task.image, task.series_uid)
+        result = extract(image, task.mask, self.params, task.mask_label)
         return {"features": result.features, "diagnostics": result.diagnostics}
 
 

@@ -141,8 +141,10 @@ _ALIASES = {"verse": {"SACRUM": "S1"}}
 
 BODY_LABEL = 1  # vertebrae_body task: 1 vertebrae_body, 2 intervertebral_discs
 # the manifest's columns (ovfdlr.cohort) this module fills for every row; the demographic ones
-# only when the label CSV gives them
-MANIFEST_COLUMNS = tuple(c for c in ALL_MANIFEST_COLUMNS if c not in DEMOGRAPHIC_COLUMNS)
+# only when the label CSV gives them (series_uid never: a CT folder holds one series)
+MANIFEST_COLUMNS = tuple(
+    c for c in ALL_MANIFEST_COLUMNS if c not in (*DEMOGRAPHIC_COLUMNS, "series_uid")
+)
 OPTIONAL_COLUMNS = DEMOGRAPHIC_COLUMNS
 WARNING_COLUMNS = ("ct", "level", "case_id", "check", "message")
 

@@ -179,10 +179,15 @@ def prepare(image: sitk.Image, mask: sitk.Image, settings: InputSettings) -> Pre
 
 
 def prepare_case(
-    image_path: str, mask_path: str, mask_label: int, settings: InputSettings
+    image_path: str,
+    mask_path: str,
+    mask_label: int,
+    settings: InputSettings,
+    series_uid: str | None = None,
 ) -> PreparedInput:
-    """:func:`prepare` from files (a multi-label mask is reduced to ``mask_label``)."""
-    image = imaging.read_image(image_path)
+    """:func:`prepare` from files (a multi-label mask is reduced to ``mask_label``;
+    ``series_uid`` chooses the image's series in a DICOM folder of several)."""
+    image = imaging.read_image(image_path, series_uid)
     mask = imaging.read_mask(mask_path, mask_label)
     return prepare(image, mask, settings)
 

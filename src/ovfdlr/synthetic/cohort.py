@@ -26,7 +26,8 @@ from .scanner import CENTRES, COHORT_CENTRE, FOV_MM
 
 GENERATOR_VERSION = "1.0.0"
 
-MANIFEST_COLUMNS = COHORT_MANIFEST_COLUMNS  # the synthetic cohort fills every column
+# the synthetic cohort fills every column but series_uid (its images are files, not DICOM)
+MANIFEST_COLUMNS = tuple(c for c in COHORT_MANIFEST_COLUMNS if c != "series_uid")
 
 TRUTH_COLUMNS: tuple[str, ...] = (
     "case_id",
