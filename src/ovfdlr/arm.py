@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from ovfdlr import __version__
+from ovfdlr.atomic import atomic_write, atomic_write_text
 from ovfdlr.evaluation import Evaluation, compare_arms, evaluate
 from ovfdlr.layout import ArmLayout
 from ovfdlr.records import ArmRecord, json_default, read_arm
@@ -88,8 +89,12 @@ def read_features(paths: list[str | Path]) -> pd.DataFrame:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=json_default))
+    atomic_write_text(path, json.dumps(payload, indent=2, default=json_default))
+
+
+def _write_csv(frame: pd.DataFrame | pd.Series, path: Path, index: bool = False) -> None:
+    """A table of the arm, written atomically (a file that exists is complete)."""
+    atomic_write(path, lambda temporary: frame.to_csv(temporary, index=index))
 
 
 def train_arm(
@@ -266,13 +271,13 @@ def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
     tables = layout.tables
     tables.mkdir(parents=True, exist_ok=True)
     for name, table in evaluation.tables().items():
-        table.to_csv(tables / f"{name}.csv", index=False)
-    fit.cv_results.to_csv(tables / "cv_search.csv", index=False)
+        _write_csv(table, tables / f"{name}.csv")
+    _write_csv(fit.cv_results, tables / "cv_search.csv")
     if result.nested is not None:
-        result.nested.folds.to_csv(layout.table("nested_cv_folds"), index=False)
-    fit.funnel.to_csv(tables / "selection_funnel.csv", index=False)
-    fit.lasso_path.to_csv(tables / "lasso_path.csv", index=False)
-    fit.coefficients.rename_axis("feature").to_csv(tables / "selected_features.csv")
+        _write_csv(result.nested.folds, layout.table("nested_cv_folds"))
+    _write_csv(fit.funnel, tables / "selection_funnel.csv")
+    _write_csv(fit.lasso_path, tables / "lasso_path.csv")
+    _write_csv(fit.coefficients.rename_axis("feature"), tables / "selected_features.csv", True)
     frequency = (
         fit.fold_features.groupby("feature")
         .size()
@@ -280,8 +285,8 @@ def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
         .rename("fold_frequency")
         .sort_values(ascending=False)
     )
-    frequency.to_csv(tables / "selection_stability.csv")
-    result.predictions.to_parquet(layout.predictions)
+    _write_csv(frequency, tables / "selection_stability.csv", index=True)
+    atomic_write(layout.predictions, result.predictions.to_parquet)
     _write_json(
         layout.selection_json,
         {
@@ -334,8 +339,8 @@ def write_arm(result: ArmResult, cohort: pd.DataFrame) -> None:
     if result.shap is not None:
         shap_result = result.shap
         importance = shap_result.importance()
-        importance.to_csv(tables / "shap_importance.csv")
-        shap_result.long().to_parquet(layout.shap_values)
+        _write_csv(importance, tables / "shap_importance.csv", index=True)
+        atomic_write(layout.shap_values, shap_result.long().to_parquet)
         figures.save(figures.shap_bar_figure(importance, labels), figure_dir / "shap-bar")
         for c in labels.values:
             figures.save(

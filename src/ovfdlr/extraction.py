@@ -4,7 +4,9 @@ For every case of a cohort: look the result up in the cache under a key made of 
 mask content hashes, the mask label and the stage's resolved settings; compute only what is
 missing, in parallel (:mod:`ovfdlr.parallel`), writing each result to the cache the moment it
 arrives; record every failure with its reason and go on; assemble one float64 feature table
-indexed by case_id (in manifest order) and a separate diagnostics table.
+indexed by case_id (in manifest order) and a separate diagnostics table. A damaged cache entry
+is reported, counted (:attr:`ExtractionResult.damaged`) and recomputed. Tables are written
+atomically (:mod:`ovfdlr.atomic`): a file that exists is complete.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from ovfdlr import imaging
+from ovfdlr.atomic import WriteError, atomic_write
 from ovfdlr.cache import CaseCache, DigestIndex, default_cache_dir, file_digest, stable_hash
 from ovfdlr.parallel import TaskFailure, run_tasks
 
@@ -42,6 +45,7 @@ class CaseTask:
     image: str
     mask: str
     mask_label: int = 1
+    series_uid: str | None = None  # the image's series in a DICOM folder of several
 
 
 class Stage(Protocol):
@@ -58,7 +62,8 @@ class Stage(Protocol):
 class ExtractionResult:
     """Features (float64, index case_id), diagnostics (text) and failures of one stage.
 
-    ``computed`` counts the cases computed by this call, ``cached`` those found in the cache.
+    ``computed`` counts the cases computed by this call, ``cached`` those found in the cache,
+    ``damaged`` the cache entries (and digest index files) found damaged and not used.
     """
 
     features: pd.DataFrame
@@ -66,6 +71,7 @@ class ExtractionResult:
     errors: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ERROR_COLUMNS))
     computed: int = 0
     cached: int = 0
+    damaged: int = 0
 
     @property
     def failed(self) -> int:
@@ -82,9 +88,17 @@ def tasks_from_cohort(cohort: pd.DataFrame) -> list[CaseTask]:
     if duplicated:
         raise ValueError(f"case_id used more than once: {', '.join(map(str, duplicated[:10]))}")
     return [
-        CaseTask(str(r.case_id), str(r.image), str(r.mask), int(r.mask_label))
+        CaseTask(str(r.case_id), str(r.image), str(r.mask), int(r.mask_label), series_uid_of(r))
         for r in cohort.itertuples(index=False)
     ]
+
+
+def series_uid_of(row: Any) -> str | None:
+    """A cohort row's ``series_uid`` (the manifest's optional column), ``None`` when empty."""
+    value = getattr(row, "series_uid", None)
+    if value is None or pd.isna(value) or not str(value).strip():
+        return None
+    return str(value).strip()
 
 
 def case_key(
@@ -94,7 +108,8 @@ def case_key(
     digests = []
     for kind, path in (("image", task.image), ("mask", task.mask)):
         imaging.require_path(path, kind)
-        digests.append(file_digest(path, index))
+        series_uid = task.series_uid if kind == "image" else None
+        digests.append(file_digest(path, index, series_uid))
     return stable_hash(stage_name, settings_hash, *digests, task.mask_label)
 
 
@@ -112,6 +127,8 @@ def lookup(
             continue
         try:
             keys[position] = case_key(stage_name, settings_hash, task, cache.digests)
+        except WriteError:  # the disk, not the case: the stage ends
+            raise
         except (OSError, ValueError) as exc:
             errors.append({"case_id": task.case_id, "stage": stage_name, "reason": str(exc)})
             continue
@@ -190,7 +207,14 @@ def extract_features(
         progress=progress,
         on_result=record,
     )
-    return assemble(tasks, results, errors, n_cached)
+    result = assemble(tasks, results, errors, n_cached)
+    result.damaged = damaged_count(cache)
+    return result
+
+
+def damaged_count(cache: CaseCache | None) -> int:
+    """Damaged cache entries and digest index files a cache met (each was reported)."""
+    return 0 if cache is None else len(cache.damaged) + len(cache.digests.damaged)
 
 
 def write_errors(path: str | Path, table: str, errors: pd.DataFrame) -> None:
@@ -206,8 +230,7 @@ def write_errors(path: str | Path, table: str, errors: pd.DataFrame) -> None:
     merged = pd.concat([old.reindex(columns=ERROR_COLUMNS), new], ignore_index=True)
     if merged.empty and not path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    merged.to_csv(path, index=False)
+    atomic_write(path, lambda temporary: merged.to_csv(temporary, index=False))
 
 
 def diagnostics_path(out: str | Path) -> Path:
@@ -221,11 +244,11 @@ def write_tables(result: ExtractionResult, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = {"features": out}
-    result.features.to_parquet(out)
     diagnostics = diagnostics_path(out)
-    if result.diagnostics.shape[1]:
-        result.diagnostics.astype("string").to_parquet(diagnostics)
+    if result.diagnostics.shape[1]:  # first: the features table marks the pair complete
+        atomic_write(diagnostics, result.diagnostics.astype("string").to_parquet)
         written["diagnostics"] = diagnostics
     else:
         diagnostics.unlink(missing_ok=True)
+    atomic_write(out, result.features.to_parquet)
     return written

@@ -4,6 +4,7 @@ A run folder (``ovfdlr run``, see docs/architecture.md)::
 
     RUN/
       config.yaml  run.json  run.log  errors.csv  manifest_problems.csv  .stage-keys.json
+      .run.lock                            held by the process writing the folder
       tables/<name>.csv                    cohort_classes, cohort_centres, ..., comparison
       figures/inputs-NNN.png
       features/<name>.parquet              radiomics, morphometry, deep-<arm> (+ deep-<arm>.json)
@@ -161,6 +162,12 @@ class RunLayout:
     def keys_file(self) -> Path:
         """The stage keys (``.stage-keys.json``), written atomically after each stage."""
         return self.root / ".stage-keys.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """``.run.lock``: locked (``flock``) by the process writing the folder, and naming it
+        (host, pid, start) for another that finds it busy (:mod:`ovfdlr.runlock`)."""
+        return self.root / ".run.lock"
 
     @property
     def report(self) -> Path:

@@ -74,9 +74,11 @@ def save_model(model, path: str | Path) -> Path:
     """Write a fitted model as a skops file."""
     skops_io = _import_skops_io()
 
+    from ovfdlr.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    skops_io.dump(model, path)
+    with atomic_path(path) as temporary:  # a file that exists is complete
+        skops_io.dump(model, temporary)
     return path
 
 

@@ -27,6 +27,7 @@ from ovfdlr.extraction import (
     CaseTask,
     ExtractionResult,
     assemble,
+    damaged_count,
     lookup,
     resolve_cache_dir,
 )
@@ -48,7 +49,7 @@ class _Prepare:
     settings: InputSettings
 
     def __call__(self, task: CaseTask) -> PreparedInput:
-        return prepare_case(task.image, task.mask, task.mask_label, self.settings)
+        return prepare_case(task.image, task.mask, task.mask_label, self.settings, task.series_uid)
 
 
 @contextlib.contextmanager
@@ -152,6 +153,7 @@ def extract_deep(
                         cache.put(keys[position], {"features": values})
 
     extraction = assemble(tasks, results, errors, n_cached)
+    extraction.damaged = damaged_count(cache)
     extraction.features = extraction.features.reindex(columns=columns)
     extraction.diagnostics = pd.DataFrame(
         {
@@ -181,13 +183,17 @@ class TrainingPCA:
         return pd.DataFrame(values, index=features.index, columns=columns)
 
     def save(self, path: str | Path) -> None:
-        np.savez(
-            path,
-            mean=self.mean,
-            components=self.components,
-            explained_variance_ratio=self.explained_variance_ratio,
-            prefix=np.array(self.prefix),
-        )
+        """Write the PCA as ``.npz`` (atomically: a file that exists is complete)."""
+        from ovfdlr.atomic import atomic_path
+
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(
+                handle,
+                mean=self.mean,
+                components=self.components,
+                explained_variance_ratio=self.explained_variance_ratio,
+                prefix=np.array(self.prefix),
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingPCA:

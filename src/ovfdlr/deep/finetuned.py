@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ovfdlr.cache import atomic_write_bytes
+from ovfdlr.atomic import atomic_path, atomic_write_bytes
 from ovfdlr.deep.errors import WeightsError
 
 if TYPE_CHECKING:
@@ -90,9 +90,8 @@ def write_finetuned(
     tensors |= {f"{HEAD_PREFIX}{k}": v.contiguous() for k, v in head_state.items()}
     # curve first, weights last, each renamed into place: a file that exists is complete
     atomic_write_bytes(curve_path(path), curve.to_csv(index=False).encode())
-    partial = path.with_name(f".{path.name}.partial")
-    save_file(tensors, str(partial), metadata={METADATA_KEY: "1", **metadata})
-    partial.replace(path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={METADATA_KEY: "1", **metadata})
     return path
 
 

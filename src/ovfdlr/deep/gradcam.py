@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ovfdlr.atomic import atomic_path
+
 
 def grad_cam(backbone, head, images: np.ndarray, targets: list[int] | None = None) -> np.ndarray:
     """Heat maps (N, H, W) in [0, 1] for prepared images (N, 3, H, W) in [0, 1].
@@ -63,8 +65,12 @@ def save_overlays(
         figure.suptitle(titles[i] if titles else name, fontsize=9)
         figure.tight_layout()
         path = folder / f"gradcam-{name}.png"
-        figure.savefig(path, dpi=100)
-        figure.savefig(path.with_suffix(".svg"), dpi=100, metadata={"Date": None})
-        plt.close(figure)
+        try:  # each file renamed into place when complete
+            with atomic_path(path) as temporary:
+                figure.savefig(temporary, format="png", dpi=100)
+            with atomic_path(path.with_suffix(".svg")) as temporary:
+                figure.savefig(temporary, format="svg", dpi=100, metadata={"Date": None})
+        finally:
+            plt.close(figure)
         written.append(path)
     return written

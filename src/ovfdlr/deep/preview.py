@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ovfdlr.atomic import atomic_path
 from ovfdlr.deep.inputs import InputSettings
 from ovfdlr.parallel import TaskFailure, run_tasks
 
@@ -69,8 +70,12 @@ def contact_sheets(
         )
         figure.tight_layout()
         path = out / f"inputs-{number:03d}.png"
-        figure.savefig(path, dpi=90)
-        figure.savefig(path.with_suffix(".svg"), dpi=90, metadata={"Date": None})
-        plt.close(figure)
+        try:  # each file renamed into place when complete: a sheet that exists is whole
+            with atomic_path(path.with_suffix(".svg")) as temporary:
+                figure.savefig(temporary, format="svg", dpi=90, metadata={"Date": None})
+            with atomic_path(path) as temporary:
+                figure.savefig(temporary, format="png", dpi=90)
+        finally:
+            plt.close(figure)
         sheets.append(path)
     return sheets, failed

@@ -39,10 +39,16 @@ def save(figure, stem: str | Path, *, dpi: int = 110) -> list[Path]:
     """Write ``stem``.png and ``stem``.svg and close the figure."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    from ovfdlr.atomic import atomic_path
+
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    figure.savefig(paths[0], dpi=dpi, bbox_inches="tight")
-    figure.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
-    plt.close(figure)
+    try:
+        with atomic_path(paths[0]) as temporary:
+            figure.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight")
+        with atomic_path(paths[1]) as temporary:
+            figure.savefig(temporary, format="svg", bbox_inches="tight", metadata={"Date": None})
+    finally:
+        plt.close(figure)
     return paths
 
 

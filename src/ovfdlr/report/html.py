@@ -49,5 +49,7 @@ def render_report(run_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else run_dir / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render_html(Path(os.path.abspath(run_dir)), Path(os.path.abspath(out.parent)))
-    out.write_text(text, encoding="utf-8")
+    from ovfdlr.atomic import atomic_write_text
+
+    atomic_write_text(out, text)  # an existing report stays whole until the new one is done
     return out

@@ -119,9 +119,10 @@ class RunFolder:
 
     def write_table(self, name: str, frame: pd.DataFrame, index: bool = False) -> str:
         """Write a table the report derives (``tables/report/<name>.csv``); return its link."""
+        from ovfdlr.atomic import atomic_write
+
         path = self.layout.report_table(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=index)
+        atomic_write(path, lambda temporary: frame.to_csv(temporary, index=index))
         return self.link(path)
 
     def draw(self, figure, stem: str, title: str) -> Figure:
