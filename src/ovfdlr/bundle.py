@@ -11,7 +11,13 @@ needed to score a new vertebra:
 - ``model.skops``: the fitted selection and classifier, loaded only with ovfdlr's explicit list
   of trusted types (:mod:`ovfdlr.modelio`);
 - ``radiomics.yaml`` (the PyRadiomics parameter file), ``background.parquet`` (training rows
-  for the SHAP explainer), and ``pca.npz`` / ``finetuned.safetensors`` when the arm used them.
+  for the SHAP explainer, numbered 0, 1, ... rather than by case), and ``pca.npz`` /
+  ``finetuned.safetensors`` when the arm used them.
+
+``bundle.json`` also holds the training envelope (:mod:`ovfdlr.envelope`): the training rows'
+acquisition quantities and selected features as ranges and quartiles, which prediction checks
+every new case against. A bundle is meant to travel: none of its files holds a case or patient
+identifier, an image path or a scan date of the training cohort.
 
 Loading checks the metadata's checksum and every file against its recorded SHA-256: a modified
 bundle is refused, as is a model file holding a type ovfdlr does not trust. Pretrained
@@ -33,6 +39,7 @@ import pandas as pd
 import yaml
 
 from ovfdlr import __version__
+from ovfdlr.atomic import atomic_write, atomic_write_text
 from ovfdlr.cache import file_digest
 from ovfdlr.labels import LabelScheme
 from ovfdlr.layout import BundleLayout
@@ -45,6 +52,7 @@ from ovfdlr.records import (
     MorphometrySet,
     RadiomicsSet,
     RecordError,
+    TrainingEnvelope,
     TrainingSummary,
     parse_bundle,
     read_json,
@@ -56,6 +64,10 @@ from ovfdlr.records import (
 # functions run in fresh processes while the model loads
 
 FORMAT = BUNDLE_FORMAT
+
+#: What a bundle holds, in the run's bundle-stage key: a run rewrites the bundles written by an
+#: ovfdlr whose bundles held less (2: the training envelope, background rows without case ids).
+CONTENT = 2
 
 
 class BundleError(ValueError):
@@ -88,6 +100,8 @@ class BundleInputs:
 
     ``features`` are the arm's input features as the model was fitted on them (columns in
     order) and ``training`` the index of the training rows among them (the SHAP background).
+    ``acquisition`` holds the acquisition quantities of (at least) the training cases
+    (:func:`ovfdlr.envelope.extract_acquisition`); only the training rows enter the envelope.
     """
 
     arm: ArmRecord
@@ -99,6 +113,7 @@ class BundleInputs:
     radiomics_params: dict[str, Any] | None = None
     morphometry_settings: dict[str, Any] | None = None
     deep: DeepSource | None = None
+    acquisition: pd.DataFrame | None = None
 
 
 def write_bundle(inputs: BundleInputs, out: str | Path) -> Path:
@@ -114,7 +129,21 @@ def write_bundle(inputs: BundleInputs, out: str | Path) -> Path:
     feature_sets = _write_feature_sets(inputs, layout)
     _write_background(model, inputs.features.loc[inputs.training], layout)
     record = _bundle_record(inputs, feature_sets, training_cases=len(inputs.training))
+    record = record.model_copy(update={"envelope": training_envelope(inputs)})
     return _seal(record, layout)
+
+
+def training_envelope(inputs: BundleInputs) -> TrainingEnvelope:
+    """The envelope of the training rows only: their acquisition quantities (when measured)
+    and their values of the arm's selected features, as aggregates."""
+    from ovfdlr.envelope import build_envelope
+
+    selected = [c for c in inputs.arm.selected_features if c in inputs.features.columns]
+    features = inputs.features.loc[inputs.training, selected]
+    acquisition = inputs.acquisition
+    if acquisition is not None:
+        acquisition = acquisition.reindex(inputs.training)
+    return build_envelope(acquisition, features)
 
 
 def _write_feature_sets(inputs: BundleInputs, layout: BundleLayout) -> FeatureSets:
@@ -122,7 +151,7 @@ def _write_feature_sets(inputs: BundleInputs, layout: BundleLayout) -> FeatureSe
     sets = FeatureSets()
     if inputs.radiomics_params is not None:
         params = yaml.safe_dump(inputs.radiomics_params, sort_keys=False)
-        layout.radiomics_params.write_text(params)
+        atomic_write_text(layout.radiomics_params, params)
         sets.radiomics = RadiomicsSet(params=layout.RADIOMICS_PARAMS)
     if inputs.morphometry_settings is not None:
         sets.morphometry = MorphometrySet(settings=dict(inputs.morphometry_settings))
@@ -159,8 +188,10 @@ def _deep_set(deep: DeepSource, layout: BundleLayout) -> DeepSet:
 
 def _write_background(model, training: pd.DataFrame, layout: BundleLayout) -> None:
     """The explainers' reference: every training row, as the classifier sees it (selected,
-    z-scored), so prediction explains exactly as the run did."""
-    model.named_steps["selection"].transform(training).to_parquet(layout.background)
+    z-scored), so prediction explains exactly as the run did. Rows are numbered 0, 1, ...:
+    the explainers use the values only, and the bundle carries no case identifier."""
+    selected = model.named_steps["selection"].transform(training).reset_index(drop=True)
+    atomic_write(layout.background, selected.to_parquet)
 
 
 def _bundle_record(
@@ -238,6 +269,28 @@ class Bundle:
     def meta(self) -> dict[str, Any]:
         """The record as the JSON object of a ``bundle.json`` of this version."""
         return to_data(self.record)
+
+    @cached_property
+    def sha256(self) -> str:
+        """SHA-256 of ``bundle.json`` as stored (it records every other file's SHA-256, so it
+        names the whole bundle)."""
+        return file_digest(self.layout.bundle_json)
+
+    def weights(self, override: str | None = None) -> tuple[str | None, str | None]:
+        """The deep network's weights spec as prediction uses it (``override``: the path of the
+        same pretrained file on this machine) and its state: ``untrained`` (a seeded random
+        network), ``pretrained``, ``fine-tuned`` (pretrained, then fine-tuned on the training
+        cohort) or ``fine-tuned from untrained``; (None, None) without deep features."""
+        deep = self.record.feature_sets.deep
+        if deep is None:
+            return None, None
+        spec = deep.weights
+        family = spec.partition(":")[0]
+        if override and family != "random" and not deep.finetuned:
+            spec = f"{family}:{override}"
+        if deep.finetuned:
+            return spec, "fine-tuned" if deep.pretrained else "fine-tuned from untrained"
+        return spec, "pretrained" if deep.pretrained else "untrained"
 
 
 def load_bundle(folder: str | Path, *, model: bool = True) -> Bundle:

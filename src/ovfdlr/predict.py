@@ -3,8 +3,12 @@
 Predicting recomputes the case's features exactly as the run did (same code, same settings
 recorded in ``bundle.json``), so a case identical to a training case gets the probabilities the
 run reported. :func:`run_prediction` is the whole command: verify the bundle, compute the
-features in fresh processes (one per group of feature sets) while the model, the SHAP
-background and the explainer load here, score, explain and write the results.
+features (and the case's acquisition quantities) in fresh processes (one per group of feature
+sets) while the model, the SHAP background and the explainer load here, score, explain, check
+each case against the bundle's training envelope (:mod:`ovfdlr.envelope`) and write the
+results. Every output says what produced it: the bundle (path and SHA-256 of ``bundle.json``),
+the classifier, the deep weights and whether they were trained, the class names and the units
+of the SHAP values (docs/predictions.md).
 
 This module stays light to import (no scikit-learn, no torch): its feature functions run in
 fresh processes while the model loads (:func:`start_features`).
@@ -25,19 +29,25 @@ from ovfdlr.bundle import Bundle, BundleError, load_bundle, load_scoring
 TOP_CONTRIBUTIONS = 5
 
 # feature sets computed together: the image features (SimpleITK, PyRadiomics) and the deep
-# features (torch) import different libraries, so each group runs in its own process
-_GROUPS = (("radiomics", "morphometry"), ("deep",))
+# features (torch) import different libraries, so each group runs in its own process; the
+# acquisition quantities of the training envelope are measured with the image features
+_GROUPS = (("acquisition", "radiomics", "morphometry"), ("deep",))
+
+#: Endings of an ``--out`` name that name one of the two outputs (:func:`output_paths`).
+OUTPUT_SUFFIXES = (".json", ".csv")
 
 
 @dataclass
 class Prediction:
     """What :func:`run_prediction` made: the scored cases (see :func:`score`), the cases that
-    could not be scored (``case_id``, ``stage``, ``reason``), the files written, the bundle."""
+    could not be scored (``case_id``, ``stage``, ``reason``), the files written, the bundle,
+    and the cases' acquisition quantities (None when the bundle records no envelope)."""
 
     table: pd.DataFrame
     failures: pd.DataFrame
     written: list[Path]
     bundle: Bundle
+    acquisition: pd.DataFrame | None = None
 
 
 def run_prediction(
@@ -51,7 +61,7 @@ def run_prediction(
     explain_top: int = TOP_CONTRIBUTIONS,
 ) -> Prediction:
     """Verify a bundle and score the cases of ``cohort`` with it; write ``<out>.json`` and
-    ``<out>.csv`` when ``out`` is given and a case was scored.
+    ``<out>.csv`` (:func:`output_paths`) when ``out`` is given and a case was scored.
 
     The features compute in background processes while the model loads. Raises
     :class:`~ovfdlr.bundle.BundleError` for a bundle that cannot be used and
@@ -66,9 +76,11 @@ def run_prediction(
         features, failures = job.result()
     finally:
         job.close()
-    table = score(loaded, features, explain_top=explain_top)
+    table = score(
+        loaded, features, acquisition=job.acquisition, weights=weights, explain_top=explain_top
+    )
     written = write_predictions(table, out) if out is not None and not table.empty else []
-    return Prediction(table, failures, written, loaded)
+    return Prediction(table, failures, written, loaded, job.acquisition)
 
 
 def case_features(
@@ -105,6 +117,8 @@ def start_features(
     features are the same: the same functions on the same settings.
     """
     present = bundle.record.feature_sets.names()
+    if bundle.record.envelope is not None:
+        present.append("acquisition")
     groups = [[name for name in group if name in present] for group in _GROUPS]
     groups = [group for group in groups if group]
     light = replace(bundle, model=None, background=None)  # what the processes need
@@ -122,15 +136,20 @@ def start_features(
 
 
 class FeatureJob:
-    """Feature sets being computed for a cohort; :meth:`result` fuses them."""
+    """Feature sets being computed for a cohort; :meth:`result` fuses them. After it,
+    ``acquisition`` holds the cases' acquisition quantities (None when the bundle records no
+    training envelope)."""
 
     def __init__(self, bundle: Bundle, *, done=None, calls=None):
         self.bundle, self._done, self._calls = bundle, done, calls or []
+        self.acquisition: pd.DataFrame | None = None
 
     def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(features in the column order the model expects, failures), waiting if need be.
 
-        The first background process to fail stops the others; its error is raised here.
+        The first background process to fail stops the others; its error is raised here. A
+        case whose acquisition quantities cannot be measured is not a failure: its envelope
+        check covers its features only.
         """
         from multiprocessing.connection import wait
 
@@ -148,8 +167,10 @@ class FeatureJob:
                 parts = [found[i] for i in range(len(self._calls))]
             finally:
                 self.close()
-        tables = [table for group_tables, _ in parts for table in group_tables]
-        errors = [e for _, group_errors in parts for e in group_errors if len(e)]
+        tables = [table for group_tables, _, _ in parts for table in group_tables]
+        errors = [e for _, group_errors, _ in parts for e in group_errors if len(e)]
+        measured = [a for _, _, a in parts if a is not None]
+        self.acquisition = measured[0] if measured else None
         error_frame = (
             pd.concat(errors, ignore_index=True)
             if errors
@@ -183,10 +204,17 @@ def _feature_group(
     jobs: int | None,
     cache_dir: Any,
     progress: bool,
-) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
-    """Feature tables and failure tables of the named feature sets (one process's work)."""
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame], pd.DataFrame | None]:
+    """Feature tables, failure tables and acquisition quantities (None unless named) of the
+    named feature sets (one process's work)."""
     sets = bundle.record.feature_sets
-    tables, errors = [], []
+    tables, errors, acquisition = [], [], None
+    if "acquisition" in names:
+        from ovfdlr.envelope import extract_acquisition
+
+        acquisition = extract_acquisition(
+            cohort, cache_dir=cache_dir, jobs=jobs, progress=progress
+        ).features
     if "radiomics" in names:
         from ovfdlr.radiomics import extract_radiomics, load_params
 
@@ -214,7 +242,7 @@ def _feature_group(
         table, error = _deep_features(bundle, cohort, weights, jobs, cache_dir, progress)
         tables.append(table)
         errors.append(error)
-    return tables, errors
+    return tables, errors, acquisition
 
 
 def _deep_features(bundle: Bundle, cohort, weights, jobs, cache_dir, progress):
@@ -226,10 +254,7 @@ def _deep_features(bundle: Bundle, cohort, weights, jobs, cache_dir, progress):
     if deep.finetuned:
         backbone = load_backbone(f"file:{bundle.layout.file(deep.finetuned)}")
     else:
-        spec = deep.weights
-        if weights:  # the same weights, found elsewhere on this machine
-            family = spec.partition(":")[0]
-            spec = f"{family}:{weights}" if family != "random" else spec
+        spec, _ = bundle.weights(weights)  # ``weights``: the same file elsewhere on this machine
         digest = spec_digest(spec)
         if digest != deep.weights_sha256:
             raise BundleError(
@@ -265,24 +290,44 @@ def predict(
     cache_dir: Any = True,
     explain_top: int = TOP_CONTRIBUTIONS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Class probabilities, predicted class and the strongest SHAP contributions, computed in
-    this process. Returns (predictions, failures); see :func:`score` for the columns."""
-    features, failures = case_features(
-        bundle, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir
+    """Class probabilities, predicted class, the strongest SHAP contributions and the envelope
+    check, computed in this process. Returns (predictions, failures); see :func:`score` for the
+    columns."""
+    job = start_features(bundle, cohort, weights=weights, jobs=jobs, cache_dir=cache_dir)
+    features, failures = job.result()
+    table = score(
+        load_scoring(bundle),
+        features,
+        acquisition=job.acquisition,
+        weights=weights,
+        explain_top=explain_top,
     )
-    return score(load_scoring(bundle), features, explain_top=explain_top), failures
+    return table, failures
 
 
 def score(
-    bundle: Bundle, features: pd.DataFrame, *, explain_top: int = TOP_CONTRIBUTIONS
+    bundle: Bundle,
+    features: pd.DataFrame,
+    *,
+    acquisition: pd.DataFrame | None = None,
+    weights: str | None = None,
+    explain_top: int = TOP_CONTRIBUTIONS,
 ) -> pd.DataFrame:
     """Score computed features with a loaded bundle (:func:`~ovfdlr.bundle.load_scoring`).
 
-    One row per case: the probability of each class of the bundle's label scheme
-    (``LabelScheme.proba_columns``: ``p0``, ``p1``, ...), ``predicted_class`` (the class
-    value), ``predicted_name`` and ``contributions`` (a list of {feature, value, shap} for the
-    predicted class, strongest first); an empty table when there are no features.
+    One row per case (index ``case_id``), the columns of docs/predictions.md: the predicted
+    class (``predicted_class``, ``predicted_name``), the probability of each class of the
+    bundle's label scheme (``LabelScheme.proba_columns``: ``p0``, ``p1``, ...) and the same
+    with the class names (``probabilities``), the envelope check (``out_of_domain``,
+    ``outside_envelope``; ``acquisition`` holds the cases' acquisition quantities, when
+    measured), the strongest SHAP contributions to the predicted class (``contributions``, a
+    list of {feature, value, shap}, strongest first) and their units (``explained_output``),
+    and what produced them (``arm``, ``classifier``, ``classifier_name``, ``weights`` and
+    ``weights_state``, ``bundle``, ``bundle_sha256``). An empty table when there are no
+    features.
     """
+    from ovfdlr.classifiers import display_name
+    from ovfdlr.envelope import domain_table
     from ovfdlr.explain import explain
     from ovfdlr.training import predict_proba
 
@@ -290,10 +335,43 @@ def score(
         return pd.DataFrame()
     labels = bundle.labels
     proba = predict_proba(bundle.model, features, labels)
-    table = pd.DataFrame(proba, index=features.index, columns=labels.proba_columns)
+    table = pd.DataFrame(index=features.index)
     positions = proba.argmax(axis=1)
     table["predicted_class"] = [labels.values[k] for k in positions]
     table["predicted_name"] = [labels.names[k] for k in positions]
+    for j, column in enumerate(labels.proba_columns):
+        table[column] = proba[:, j]
+    table["probabilities"] = [
+        [
+            {"class": int(value), "name": name, "p": float(p)}
+            for value, name, p in zip(labels.values, labels.names, row, strict=True)
+        ]
+        for row in proba
+    ]
+    domain = domain_table(bundle.record.envelope, features, acquisition)
+    table["out_of_domain"] = domain["out_of_domain"]
+    table["outside_envelope"] = domain["outside_envelope"]
+    table["contributions"], table["explained_output"] = _explanations(
+        bundle, features, positions, explain_top, explain
+    )
+    spec, state = bundle.weights(weights)
+    provenance = {
+        "arm": bundle.arm,
+        "classifier": bundle.record.classifier,
+        "classifier_name": display_name(bundle.record.classifier),
+        "weights": spec,
+        "weights_state": state,
+        "bundle": str(Path(bundle.folder).resolve()),
+        "bundle_sha256": bundle.sha256,
+    }
+    for key, value in provenance.items():
+        table[key] = [value] * len(table)
+    return table.rename_axis("case_id")
+
+
+def _explanations(bundle: Bundle, features, positions, top: int, explain):
+    """The strongest SHAP contributions to each case's predicted class, and what the SHAP
+    values are in (``unavailable: ...`` when the explainer failed; the probabilities stand)."""
     try:
         shap_result = explain(
             bundle.model,
@@ -301,16 +379,14 @@ def score(
             features,
             seed=bundle.record.seed,
             background_selected=True,
-            labels=labels,
+            labels=bundle.labels,
         )
-    except Exception as exc:  # the probabilities stand without their explanation
-        table["contributions"] = [[] for _ in range(len(table))]
-        table["explained_output"] = f"unavailable: {type(exc).__name__}: {exc}"
-        return table.rename_axis("case_id")
+    except Exception as exc:
+        return [[] for _ in range(len(features))], f"unavailable: {type(exc).__name__}: {exc}"
     contributions = []
     for i, k in enumerate(positions):
         values = shap_result.values[i, :, k]
-        order = np.argsort(-np.abs(values), kind="stable")[:explain_top]
+        order = np.argsort(-np.abs(values), kind="stable")[:top]
         contributions.append(
             [
                 {
@@ -321,43 +397,107 @@ def score(
                 for j in order
             ]
         )
-    table["contributions"] = contributions
-    table["explained_output"] = shap_result.output_name
-    return table.rename_axis("case_id")
+    return contributions, shap_result.output_name
+
+
+def header(table: pd.DataFrame) -> list[str]:
+    """What produced a table of predictions, as console lines: the bundle and its SHA-256, the
+    classifier, the deep weights (saying when they are untrained) and the SHAP units."""
+    first = table.iloc[0]
+    lines = [
+        f"bundle: {first['bundle']} (bundle.json SHA-256 {first['bundle_sha256']})",
+        f"arm {first['arm']}; classifier: {first['classifier_name']} ({first['classifier']})",
+    ]
+    if first["weights"] is None:
+        lines.append("deep weights: none (no deep features)")
+    elif first["weights_state"] == "untrained":
+        lines.append(
+            f"deep weights: {first['weights']}: UNTRAINED (a seeded random ResNet-50; its deep "
+            "features carry no learned image content)"
+        )
+    else:
+        lines.append(f"deep weights: {first['weights']} ({first['weights_state']})")
+    lines.append(f"SHAP values in: {first['explained_output']}")
+    return lines
 
 
 def describe(bundle: Bundle, row: pd.Series, top: int = TOP_CONTRIBUTIONS) -> str:
-    """One line of a scored case: its class, each class's probability by name, top SHAP."""
+    """The lines of a scored case: its class, each class's probability by name, whether it is
+    outside the model's domain, its top SHAP contributions, then one indented line per quantity
+    outside the training envelope."""
+    from ovfdlr.envelope import deviation_text
+
     labels = bundle.labels
     proba = ", ".join(
         f"p({name}) = {row[column]:.3f}"
         for name, column in zip(labels.names, labels.proba_columns, strict=True)
     )
     shap = ", ".join(f"{c['feature']} {c['shap']:+.3f}" for c in row["contributions"][:top])
-    return (
-        f"{labels.label_text(row['predicted_class'])}; {proba}; top SHAP: {shap or 'unavailable'}"
-    )
+    flag = row.get("out_of_domain")
+    if flag is None or pd.isna(flag):
+        domain = "domain not checked (the bundle records no training envelope)"
+    elif flag:
+        domain = "OUTSIDE THE MODEL'S DOMAIN"
+    outside = row.get("outside_envelope") or []
+    if flag is not None and not pd.isna(flag) and not flag:
+        domain = (
+            f"in domain ({len(outside)} quantities outside the training range, none far)"
+            if outside
+            else "inside the training envelope"
+        )
+    lines = [
+        f"{labels.label_text(row['predicted_class'])}; {proba}; {domain}; "
+        f"top SHAP: {shap or 'unavailable'}"
+    ]
+    lines += [f"    {deviation_text(entry)}" for entry in outside]
+    return "\n".join(lines)
 
 
-def write_predictions(table: pd.DataFrame, prefix: Path) -> list[Path]:
-    """``<prefix>.json`` (one record per case, contributions nested) and ``<prefix>.csv``
-    (contributions flattened as feature:shap pairs)."""
-    prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+def output_paths(out: str | Path) -> tuple[Path, Path]:
+    """The JSON and CSV files that ``--out`` names: ``<out>.json`` and ``<out>.csv``, the name
+    kept as given (``pred.L1.whole`` -> ``pred.L1.whole.json``), except that a name already
+    ending in ``.json`` or ``.csv`` loses that ending first (``pred.json`` -> ``pred.json`` and
+    ``pred.csv``)."""
+    out = Path(out)
+    name = out.name
+    for suffix in OUTPUT_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return out.with_name(f"{name}.json"), out.with_name(f"{name}.csv")
+
+
+def write_predictions(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
+    """``<prefix>.json`` (one record per case, lists nested) and ``<prefix>.csv`` (lists
+    flattened to text), named by :func:`output_paths`."""
+    from ovfdlr.atomic import atomic_write_text
+    from ovfdlr.envelope import deviation_text
+
+    json_path, csv_path = output_paths(prefix)
     records = table.reset_index().to_dict("records")
-    json_path = prefix.with_suffix(".json")
-    json_path.write_text(json.dumps(records, indent=2, default=_number))
+    atomic_write_text(json_path, json.dumps(records, indent=2, default=_number))
     flat = table.copy()
+    flat["probabilities"] = [
+        "; ".join(f"{p['class']} {p['name']}={p['p']:.6f}" for p in row)
+        for row in table["probabilities"]
+    ]
+    flat["outside_envelope"] = [
+        "; ".join(deviation_text(entry) for entry in row) for row in table["outside_envelope"]
+    ]
     flat["contributions"] = [
         "; ".join(f"{c['feature']}={c['shap']:+.4f}" for c in row) for row in table["contributions"]
     ]
-    csv_path = prefix.with_suffix(".csv")
-    flat.to_csv(csv_path)
+    atomic_write_text(csv_path, flat.to_csv())
     return [json_path, csv_path]
 
 
 def _number(value):
-    """numpy scalars in the JSON predictions (class values as integers, the rest floats)."""
+    """numpy scalars and pandas' missing value in the JSON predictions (class values as
+    integers, flags as booleans, the rest floats)."""
+    if value is pd.NA:
+        return None
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     return float(value)
@@ -369,6 +509,8 @@ __all__ = [
     "Prediction",
     "case_features",
     "describe",
+    "header",
+    "output_paths",
     "predict",
     "run_prediction",
     "score",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -43,8 +43,8 @@ class Record(BaseModel):
 
 class ManifestRef(Record):
     path: str
-    sha256: str
-    cases: int
+    sha256: str | None  # None: a failed run that could not read the manifest
+    cases: int | None  # None: a failed run that had not loaded the cohort
 
 
 class StageEntry(Record):
@@ -70,7 +70,13 @@ class RunArm(Record):
 
 
 class RunRecord(Record):
-    """``run.json``: versions, seed, hashes, stage timings, arms, warnings, failures."""
+    """``run.json``: versions, seed, hashes, stage timings, arms, warnings, failures.
+
+    ``status`` is ``complete`` once every stage and the report are written, ``failed`` with
+    ``failed_stage`` and ``error`` (the one-line reason) when the run stopped on an error, and
+    ``running`` while a run writes the folder (what a killed run leaves). Files written before
+    runs recorded it are ``complete``.
+    """
 
     version: int = VERSION
     ovfdlr: str
@@ -90,6 +96,9 @@ class RunRecord(Record):
     # the provenance of a cohort ovfdlr generated (ovfdlr.synthetic.cohort.provenance): None
     # for real data and for runs recorded before it was kept
     synthetic: dict[str, Any] | None = None
+    status: Literal["running", "complete", "failed"] = "complete"
+    failed_stage: str | None = None  # the stage that failed (None: before or between stages)
+    error: str | None = None  # why the run failed, one line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,9 +219,38 @@ class TrainingSummary(Record):
     macro_auc: dict[str, Any]
 
 
+class EnvelopeQuantity(Record):
+    """One quantity of a training envelope: the training rows' range and quartiles (``n`` rows
+    had a value; none of the rest is set when ``n`` is 0) and the limits beyond which a new
+    case's value is far outside (:mod:`ovfdlr.envelope`)."""
+
+    name: str
+    kind: str  # acquisition | feature
+    unit: str = ""
+    n: int
+    min: float | None = None
+    q1: float | None = None
+    median: float | None = None
+    q3: float | None = None
+    max: float | None = None
+    low_limit: float | None = None
+    high_limit: float | None = None
+
+
+class TrainingEnvelope(Record):
+    """The training cohort's acquisition quantities and selected features as aggregates
+    (``rows`` training rows; no identifiers), with the out-of-domain rule in words."""
+
+    rows: int
+    rule: str
+    quantities: list[EnvelopeQuantity]
+
+
 class BundleRecord(Labelled):
     """``bundle.json``: everything but the model needed to score a case, the SHA-256 of every
-    other file, and the record's own checksum (:mod:`ovfdlr.bundle`)."""
+    other file, and the record's own checksum (:mod:`ovfdlr.bundle`). ``envelope`` is the
+    training envelope that prediction checks new cases against (None in bundles written
+    before it was recorded)."""
 
     format: str = BUNDLE_FORMAT
     version: int = VERSION
@@ -231,6 +269,7 @@ class BundleRecord(Labelled):
     training: TrainingSummary
     seed: int
     files: dict[str, str]
+    envelope: TrainingEnvelope | None = None
     checksum: str = ""
 
 
@@ -306,9 +345,10 @@ def to_data(record: Record) -> dict[str, Any]:
 
 
 def _write(path: str | Path, record: Record) -> Path:
+    from ovfdlr.atomic import atomic_write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_data(record), indent=2), encoding="utf-8")
+    atomic_write_text(path, json.dumps(to_data(record), indent=2))
     return path
 
 
@@ -404,6 +444,7 @@ __all__ = [
     "BundleRecord",
     "DeepNetwork",
     "DeepSet",
+    "EnvelopeQuantity",
     "FeatureSets",
     "ManifestRef",
     "MorphometrySet",
@@ -414,6 +455,7 @@ __all__ = [
     "RunArm",
     "RunRecord",
     "StageEntry",
+    "TrainingEnvelope",
     "TrainingSummary",
     "parse_arm",
     "parse_bundle",
