@@ -147,3 +147,61 @@ def synthetic_60(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cohort60")
     generate_cohort(folder, 60, seed=1, jobs=2, progress=False)
     return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# the browser tests: run where Chromium is, reported as NOT RUN where it is not (a failure when
+# $OVFDLR_REQUIRE_BROWSER is set, as in CI)
+
+REQUIRE_BROWSER = "OVFDLR_REQUIRE_BROWSER"
+_browser_not_run: list[str] = []
+
+
+def browser_required() -> bool:
+    """Whether a missing browser fails the browser tests instead of skipping them."""
+    return os.environ.get(REQUIRE_BROWSER, "").strip() not in ("", "0", "false", "no")
+
+
+def _browser_or_skip(find) -> str:
+    """``find()``'s executable; without one, skip the test (fail with $OVFDLR_REQUIRE_BROWSER)."""
+    from ovfdlr.report.browser import BrowserError
+
+    try:
+        return find()
+    except BrowserError as exc:
+        missing = str(exc)
+    if browser_required():
+        pytest.fail(f"{missing} ({REQUIRE_BROWSER} is set: the browser tests must run)", False)
+    _browser_not_run.append(missing)
+    pytest.skip(f"browser test NOT RUN: {missing}")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Chromium binary, for every test that opens a page in a real browser (session-scoped,
+    so that a missing browser skips the test before its other fixtures are built)."""
+    from ovfdlr.report.browser import find_chromium
+
+    return _browser_or_skip(find_chromium)
+
+
+@pytest.fixture(scope="session")
+def chromedriver(chromium) -> str:
+    """Chromium's WebDriver, for tests that drive a page (Selenium); skipped like
+    :func:`chromium`."""
+    from ovfdlr.report.browser import find_chromedriver
+
+    return _browser_or_skip(find_chromedriver)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line after the results when the browser tests did not run, and why."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    count = sum(1 for report in skipped if "browser test NOT RUN" in str(report.longrepr))
+    if count and _browser_not_run:
+        terminalreporter.write_line(
+            f"browser tests NOT RUN ({count}): {_browser_not_run[0]}; "
+            f"set {REQUIRE_BROWSER}=1 to make a missing browser a failure",
+            yellow=True,
+            bold=True,
+        )

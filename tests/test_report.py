@@ -558,6 +558,7 @@ def test_no_identifier_from_image_headers(run_dir, tmp_path, monkeypatch):
 # a real browser
 
 
+@pytest.mark.usefixtures("chromium")
 def test_browser_loads_every_image_without_script_errors(run_dir, report, html, tmp_path):
     png = tmp_path / "report.png"
     check = check_report(report, png)
@@ -574,6 +575,7 @@ def test_browser_loads_every_image_without_script_errors(run_dir, report, html, 
     assert pixels[..., :3].std() > 0.05  # not a blank page
 
 
+@pytest.mark.usefixtures("chromium")
 def test_browser_check_sees_broken_images_and_script_errors(report, tmp_path):
     broken = tmp_path / "broken.html"
     text = report.read_text(encoding="utf-8").replace(

@@ -37,7 +37,7 @@ def demo_sizes(labels: str = "astlof") -> dict[str, int]:
 
 def demo_weights() -> tuple[str, bool]:
     """``imagenet`` when torchvision's cached weights are here, else ``random:0``."""
-    from ovfdlr.deep.backbones import imagenet_cache_file
+    from ovfdlr.deep.specs import imagenet_cache_file
 
     return ("imagenet", True) if imagenet_cache_file() is not None else ("random:0", False)
 

@@ -56,8 +56,8 @@ from torch import nn
 from ovfdlr.cache import file_digest
 from ovfdlr.deep.errors import WeightsError
 from ovfdlr.deep.finetuned import is_finetuned_file, read_finetuned
+from ovfdlr.deep.specs import IMAGENET_FILES, imagenet_cache_file, parse_spec
 
-IMAGENET_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")  # V1, V2
 KERAS_BN_EPS = 1.001e-5
 
 
@@ -336,28 +336,6 @@ class Backbone:
         if not self.pretrained:
             return f"ResNet-50, untrained ({self.spec})"
         return f"ResNet-50, {self.family} weights ({self.architecture})"
-
-
-def imagenet_cache_file() -> Path | None:
-    """torchvision's cached ImageNet ResNet-50 weights (V1 preferred), if present."""
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in IMAGENET_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``family[:argument]``; raises :class:`WeightsError` for an unknown family."""
-    family, _, argument = spec.partition(":")
-    if family not in ("imagenet", "radimagenet", "file", "random"):
-        raise WeightsError(
-            f"unknown weights '{spec}': use imagenet, imagenet:PATH, radimagenet:PATH, "
-            "file:PATH or random:SEED"
-        )
-    if family in ("radimagenet", "file") and not argument:
-        raise WeightsError(f"weights '{spec}' need a file: {family}:PATH")
-    return family, argument or None
 
 
 def spec_digest(spec: str) -> str:

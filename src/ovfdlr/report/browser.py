@@ -9,7 +9,8 @@ from the serialised DOM; :func:`take_screenshot` runs ``chromium --headless --sc
 call uses a fresh, temporary browser profile and no network services.
 
 Chromium is Debian's ``chromium`` package (``/usr/bin/chromium``); ``$OVFDLR_CHROMIUM`` names
-another binary.
+another binary. Its WebDriver (``chromedriver``, Debian's ``chromium-driver``) is found the same
+way (``$OVFDLR_CHROMEDRIVER``). :data:`INSTALL_COMMAND` installs both.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ovfdlr.report.html import CHECK_ELEMENT
-
 DEFAULT_BINARY = "/usr/bin/chromium"
+DEFAULT_DRIVER = "/usr/bin/chromedriver"
+# the one line that installs the browser and its WebDriver on Debian and Ubuntu
+INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y chromium chromium-driver"
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -66,21 +68,39 @@ class BrowserCheck:
 
 
 def find_chromium() -> str:
-    """The Chromium binary: ``$OVFDLR_CHROMIUM``, ``/usr/bin/chromium`` or one on the PATH."""
-    named = os.environ.get("OVFDLR_CHROMIUM")
+    """The Chromium binary: ``$OVFDLR_CHROMIUM``, ``/usr/bin/chromium`` or one on the PATH.
+
+    Raises :class:`BrowserError` naming :data:`INSTALL_COMMAND` when there is none.
+    """
+    return _find("OVFDLR_CHROMIUM", DEFAULT_BINARY, ("chromium", "chromium-browser"), "chromium")
+
+
+def find_chromedriver() -> str:
+    """Chromium's WebDriver: ``$OVFDLR_CHROMEDRIVER``, ``/usr/bin/chromedriver`` or one on the
+    PATH. Raises :class:`BrowserError` naming :data:`INSTALL_COMMAND` when there is none."""
+    return _find("OVFDLR_CHROMEDRIVER", DEFAULT_DRIVER, ("chromedriver",), "chromium-driver")
+
+
+def _find(variable: str, default: str, names: tuple[str, ...], package: str) -> str:
+    """The executable named by ``$variable``, else ``default``, else the first of ``names`` on
+    the PATH."""
+    named = os.environ.get(variable)
     if named:
         if shutil.which(named):
             return named
-        raise BrowserError(f"OVFDLR_CHROMIUM={named} is not an executable")
-    if os.access(DEFAULT_BINARY, os.X_OK):
-        return DEFAULT_BINARY
-    for name in ("chromium", "chromium-browser"):
+        raise BrowserError(
+            f"{variable}={named} is not an executable: point it at {names[0]}, or unset it "
+            f"and install the Debian package '{package}' ({INSTALL_COMMAND})"
+        )
+    if os.access(default, os.X_OK):
+        return default
+    for name in names:
         found = shutil.which(name)
         if found:
             return found
     raise BrowserError(
-        "Chromium not found: install the Debian package 'chromium' "
-        "(sudo apt-get install -y chromium) or set OVFDLR_CHROMIUM to its binary"
+        f"{names[0]} not found: install the Debian package '{package}' ({INSTALL_COMMAND}) "
+        f"or set {variable} to its binary"
     )
 
 
@@ -118,15 +138,16 @@ def _url(html: Path) -> str:
 
 
 class _CheckElement(HTMLParser):
-    """Finds the attributes of the element with id ``CHECK_ELEMENT``."""
+    """Finds the attributes of the element with id ``element``."""
 
-    def __init__(self) -> None:
+    def __init__(self, element: str) -> None:
         super().__init__()
+        self.element = element
         self.attributes: dict[str, str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {k: v or "" for k, v in attrs}
-        if values.get("id") == CHECK_ELEMENT and self.attributes is None:
+        if values.get("id") == self.element and self.attributes is None:
             self.attributes = values
 
 
@@ -149,7 +170,10 @@ def parse_layout(dom: str) -> dict[str, int | None]:
 
 
 def _check_attributes(dom: str) -> dict[str, str]:
-    parser = _CheckElement()
+    # imported here: finding the browser (as the test suite does first) needs no report code
+    from ovfdlr.report.html import CHECK_ELEMENT
+
+    parser = _CheckElement(CHECK_ELEMENT)
     parser.feed(dom)
     if parser.attributes is None:
         raise BrowserError(f"the page has no #{CHECK_ELEMENT} element: not an ovfdlr report")
