@@ -56,8 +56,32 @@ def small_experiment(folder: Path, cohort_manifest: Path, cache: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cohort_60(synthetic_60) -> Path:
-    return synthetic_60 / "manifest.csv"
+def cohort_60(synthetic_60, tmp_path_factory) -> Path:
+    """The 60-vertebra synthetic cohort, its first case's CT given as a DICOM series whose
+    headers carry patient identifiers (the same voxels and grid), so that every output of the
+    runs below can be searched for them."""
+    import SimpleITK as sitk
+
+    from .dicom_fixtures import write_ct_series
+
+    folder = tmp_path_factory.mktemp("cohort60-dicom")
+    table = pd.read_csv(synthetic_60 / "manifest.csv", dtype=str, keep_default_na=False)
+    for column in ("image", "mask"):
+        table[column] = [str(synthetic_60 / v) for v in table[column]]
+    ct = sitk.ReadImage(table.loc[0, "image"])
+    assert ct.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    series = folder / f"{table.loc[0, 'case_id']}-series"
+    write_ct_series(
+        series,
+        sitk.GetArrayFromImage(ct),
+        # a DICOM decimal string holds 16 characters: 14 significant digits keep the grid
+        # within 1e-12 mm of the NIfTI's, so the run's numbers stay those recorded
+        spacing=[float(f"{v:.14g}") for v in ct.GetSpacing()],
+        origin=[float(f"{v:.14g}") for v in ct.GetOrigin()],
+    )
+    table.loc[0, "image"] = str(series)
+    table.to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +195,7 @@ def test_small_end_to_end_run(finished_run):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("chromium")
 def test_report_renders_in_a_real_browser(finished_run, tmp_path):
     from ovfdlr.report.browser import check_report
 
@@ -212,8 +237,30 @@ def test_rerun_is_cached_and_a_changed_setting_redoes_only_its_stages(finished_r
     assert pd.read_parquet(run / "features" / "deep-deep.parquet").shape[1] == 6
 
 
+def _run_and_kill(command: list[str], out: Path, line: str, delay: float) -> str:
+    """Start ``command`` (``ovfdlr run``), SIGKILL it and its workers ``delay`` seconds after
+    ``line`` appears in its run.log; return what it logged."""
+    log = out / "run.log"
+    before = len(log.read_text()) if log.is_file() else 0  # run.log is appended to
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.is_file() and line in log.read_text()[before:]:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed at '{line}'"
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return log.read_text()[before:]
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
+    """Killed in a feature stage, in training and in the report: a stage killed half-way has
+    no key and is computed again, and the resumed run equals an uninterrupted one."""
     folder, reference, _ = finished_run
     out = tmp_path / "run"
     command = [
@@ -225,25 +272,31 @@ def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
         "--out",
         str(out),
     ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    log = out / "run.log"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if log.is_file() and "stage arm-radiomics: computing" in log.read_text():
-            break
-        time.sleep(0.1)
-    assert process.poll() is None, "the run ended before it could be killed"
-    time.sleep(1.0)  # in the middle of training the first arm
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+
+    def keys() -> dict:
+        return json.loads((out / ".stage-keys.json").read_text())
+
+    log = _run_and_kill(command, out, "stage deep-deep: computing", 1.0)
+    assert "stage deep-deep: computed" not in log  # killed in the middle of the deep features
+    assert "radiomics" in keys() and "deep-deep" not in keys()
+    log = _run_and_kill(command, out, "stage arm-radiomics: computing", 1.0)
+    assert "took over the lock" in log  # the killed run's, with its pid
+    assert "stage deep-deep: computed" in log  # done again, not taken for finished
     assert not (out / "arms" / "deep" / "arm.json").exists()
-    # the stage that was killed has no key: it cannot pass for finished
-    keys = json.loads((out / ".stage-keys.json").read_text())
-    assert "radiomics" in keys and "arm-radiomics" not in keys
+    assert "deep-deep" in keys() and "arm-radiomics" not in keys()
+    log = _run_and_kill(command, out, "stage report: computing", 0.0)
+    assert "run complete" not in log
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    assert not (out / "report.html").exists()  # written whole or not at all
     subprocess.run(command, check=True, capture_output=True)
-    for name in ("arms/radiomics/predictions.parquet", "arms/deep/predictions.parquet"):
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert (out / "report.html").is_file() and not (out / ".run.lock").exists()
+    assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+    for name in (
+        "arms/radiomics/predictions.parquet",
+        "arms/deep/predictions.parquet",
+        "features/deep-deep.parquet",
+    ):
         pd.testing.assert_frame_equal(
             pd.read_parquet(out / name), pd.read_parquet(reference / name)
         )
@@ -253,6 +306,57 @@ def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
         "tables/comparison.csv",
     ):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_write_without_space_fails_its_stage_and_the_rerun_resumes(
+    finished_run, tmp_path, monkeypatch
+):
+    import errno
+    import shutil
+
+    from ovfdlr.runlock import RunLock
+
+    folder, reference, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    target = run / "tables" / "comparison.csv"
+    target.unlink()
+    command = ["run", str(folder / "experiment.yaml"), "--out", str(run)]
+    with RunLock(run):  # another process writing the folder: refused, and it is named
+        result = runner.invoke(app, command)
+    assert result.exit_code == 1 and "is in use by another run" in result.output
+    assert f"pid {os.getpid()}, started " in result.output and "Traceback" not in result.output
+
+    to_csv = pd.DataFrame.to_csv
+
+    def full_disk(self, path=None, *args, **kwargs):
+        if path is not None and "comparison.csv" in str(path):
+            Path(path).write_text("arm_a,arm_b\nradiomics,")  # half a table, then no space
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return to_csv(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    result = runner.invoke(app, command)
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    reason = f"cannot write {target}: no space left on device"
+    assert f"error: stage compare failed: {reason}" in result.output
+    assert "Traceback" not in result.output
+    assert not target.exists() and not list(target.parent.glob(".*.tmp"))
+    record = json.loads((run / "run.json").read_text())
+    assert (record["status"], record["failed_stage"], record["error"]) == (
+        "failed",
+        "compare",
+        reason,
+    )
+    assert f"ERROR ovfdlr.run: stage compare failed: {reason}" in (run / "run.log").read_text()
+    assert "compare" not in json.loads((run / ".stage-keys.json").read_text())
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert stage_statuses(run)["compare"] == "computed"
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    assert target.read_bytes() == (reference / "tables" / "comparison.csv").read_bytes()
 
 
 @pytest.mark.slow
@@ -275,6 +379,9 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
         atol=1e-9,
     )
     assert len(table["contributions"].iloc[0]) == 5
+    # training cases lie inside the training envelope
+    assert not table["out_of_domain"].any()
+    assert table["outside_envelope"].map(len).eq(0).all()
 
     case = cohort.loc[train.index[0]]
     out = tmp_path / "new"
@@ -296,17 +403,37 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     assert written[0]["predicted_class"] == int(np.argmax(train[["p0", "p1", "p2"]].iloc[0]))
     assert {"feature", "value", "shap"} == set(written[0]["contributions"][0])
     assert out.with_suffix(".csv").is_file()
+    # what produced it: the bundle, its classifier, untrained weights, class names, SHAP units
+    from ovfdlr.cache import file_digest
+
+    record = written[0]
+    assert record["case_id"] == f"{Path(case['image']).name}:label1"
+    assert record["bundle_sha256"] == file_digest(run / "bundles" / "deep" / "bundle.json")
+    assert record["bundle"] == str((run / "bundles" / "deep").resolve())
+    assert record["classifier"] == chosen and record["arm"] == "deep"
+    assert (record["weights"], record["weights_state"]) == ("random:0", "untrained")
+    assert [p["name"] for p in record["probabilities"]] == list(bundle.labels.names)
+    assert record["explained_output"] in {"probability", "logit"}
+    assert record["out_of_domain"] is False
+    for needle in (record["bundle_sha256"], "UNTRAINED", "p(surgery) = ", "SHAP values in: "):
+        assert needle in result.output, needle
+    csv = pd.read_csv(out.with_suffix(".csv"))
+    assert csv.loc[0, "weights_state"] == "untrained" and csv.loc[0, "classifier"] == chosen
 
     # the vertebra by name: the synthetic masks label the body 1, VerSe's number of C1
-    named = tmp_path / "named"
     common = ["predict", str(run / "bundles" / "deep"), "--image", case["image"]]
     common += ["--mask", case["mask"]]
+    named = tmp_path / "pred.C1.whole"  # an --out name is kept as given
     result = runner.invoke(
         app, [*common, "--vertebra", "C1", "--numbering", "verse", "--out", str(named)]
     )
     assert result.exit_code == 0, result.output
-    again = json.loads(named.with_suffix(".json").read_text())
-    assert again[0]["case_id"].endswith("_C1")
+    assert sorted(p.name for p in tmp_path.glob("pred.*")) == [
+        "pred.C1.whole.csv",
+        "pred.C1.whole.json",
+    ]
+    again = json.loads((tmp_path / "pred.C1.whole.json").read_text())
+    assert again[0]["case_id"] == f"{Path(case['image']).name}:C1"
     assert [again[0][c] for c in ("p0", "p1", "p2")] == [written[0][c] for c in ("p0", "p1", "p2")]
     result = runner.invoke(app, [*common, "--vertebra", "L9", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "--vertebra" in result.output and "L9" in result.output
@@ -412,12 +539,131 @@ def test_tampered_metadata_and_escaping_names_are_refused(finished_run, tmp_path
 
 
 @pytest.mark.slow
+def test_no_dicom_identifier_reaches_any_output(finished_run, tmp_path):
+    """The first case's CT is a DICOM series carrying a patient name, id, birth date, accession
+    number and institution: none of them is in any file of the run folder (report, run.json,
+    run.log, tables, predictions, bundles, errors) nor in a prediction of that case."""
+    from .dicom_fixtures import IDENTIFIERS
+
+    _, run, output = finished_run
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    table = pd.read_csv(config["manifest"], dtype=str, keep_default_na=False)
+    series = Path(table.loc[0, "image"])
+    assert series.is_dir() and len(list(series.glob("*.dcm"))) > 10
+    words = [w.encode() for v in IDENTIFIERS.values() for w in v.replace("^", " ").split()]
+    assert any(words[0] in p.read_bytes() for p in series.glob("*.dcm"))  # the input has them
+    out = tmp_path / "case"
+    bundle = str(run / "bundles" / "radiomics")
+    command = ["predict", bundle, "--image", str(series), "--mask", table.loc[0, "mask"]]
+    result = runner.invoke(app, [*command, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    files = [p for p in [*run.rglob("*"), *tmp_path.glob("case.*")] if p.is_file()]
+    assert len(files) > 50 and any(p.name == "run.log" for p in files)
+    texts = [output.encode(), result.output.encode()]
+    leaks = [
+        (str(p), w.decode())
+        for p, data in [(None, t) for t in texts] + [(p, p.read_bytes()) for p in files]
+        for w in words
+        if w in data
+    ]
+    assert leaks == []
+
+
+def test_bundles_carry_the_training_envelope_and_no_identifiers(finished_run, tmp_path):
+    """A bundle travels: no file of it holds a case or patient id, an image path or a scan
+    date of the manifest. Its envelope holds the training rows only, is covered by the
+    checksum, and flags a case far outside it."""
+    import shutil
+
+    from ovfdlr.cohort import load_manifest
+    from ovfdlr.predict import score
+    from ovfdlr.selection import fuse
+
+    _, run, _ = finished_run
+    manifest = Path(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    rows = pd.read_csv(manifest, dtype=str)
+    needles = {str(manifest.parent), str(manifest.parent.resolve())}
+    for column in ("case_id", "patient_id", "scan_date", "image", "mask"):
+        needles |= set(rows[column].dropna())
+    for folder in sorted((run / "bundles").iterdir()):
+        for path in folder.iterdir():
+            data = path.read_bytes()
+            found = [n for n in needles if n.encode() in data]
+            assert not found, (path, found[:5])
+
+    bundle = load_bundle(run / "bundles" / "radiomics")
+    envelope = bundle.record.envelope
+    cohort = load_manifest(manifest)
+    train = cohort.index[cohort["cohort"] == "train"]
+    assert envelope.rows == len(train)
+    tables = [
+        pd.read_parquet(run / "features" / f"{n}.parquet") for n in ("radiomics", "morphometry")
+    ]
+    features = fuse(tables)[bundle.record.input_columns]
+    by_name = {q.name: q for q in envelope.quantities}
+    assert [q.name for q in envelope.quantities if q.kind == "feature"] == bundle.meta[
+        "selected_features"
+    ]
+    wider = 0
+    for name in bundle.meta["selected_features"]:
+        assert by_name[name].min == features.loc[train, name].min()
+        assert by_name[name].max == features.loc[train, name].max()
+        wider += (
+            features[name].max() > by_name[name].max or features[name].min() < by_name[name].min
+        )
+    assert wider  # the other cohorts reach beyond some training ranges: they were left out
+    assert by_name["spacing_slice_mm"].max == 1.0 and by_name["spacing_slice_mm"].n == len(train)
+    assert by_name["air_hu"].n == 0  # crops around the spine: no air outside the body
+
+    # a training case is inside; the same with 3-mm voxels and a feature far out is not
+    case = features.loc[train[:1]]
+    acquisition = pd.DataFrame(
+        {q.name: [q.median] for q in envelope.quantities if q.kind == "acquisition"},
+        index=case.index,
+    )
+    table = score(bundle, case, acquisition=acquisition)
+    assert not table["out_of_domain"].iloc[0] and table["outside_envelope"].iloc[0] == []
+    name = bundle.meta["selected_features"][0]
+    far = case.copy()
+    far[name] = by_name[name].max + 10 * (by_name[name].q3 - by_name[name].q1) + 1
+    acquisition[["spacing_inplane_mm", "spacing_slice_mm"]] = 3.0
+    table = score(bundle, far, acquisition=acquisition)
+    assert table["out_of_domain"].iloc[0]
+    outside = {e["quantity"]: e for e in table["outside_envelope"].iloc[0]}
+    assert {name, "spacing_inplane_mm", "spacing_slice_mm"} <= set(outside)
+    assert outside["spacing_slice_mm"]["training_max"] == 1.0 and outside[name]["far"]
+    from ovfdlr.predict import describe
+
+    assert "OUTSIDE THE MODEL'S DOMAIN" in describe(bundle, table.iloc[0])
+    assert table["weights"].iloc[0] is None  # no deep features
+
+    # the envelope is part of the checksummed metadata: a widened range is refused
+    copy = tmp_path / "bundle"
+    shutil.copytree(run / "bundles" / "radiomics", copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["envelope"]["quantities"][0]["max"] = 1e9
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="checksum differs"):
+        load_bundle(copy, model=False)
+    # a bundle written before bundles had an envelope still scores, and says it was not checked
+    from ovfdlr.bundle import _checksum
+
+    del meta["envelope"]
+    meta["checksum"] = _checksum(meta)
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    older = load_bundle(copy)
+    table = score(older, case)
+    assert table["out_of_domain"].isna().all()
+    assert "domain not checked" in describe(older, table.iloc[0])
+
+
+@pytest.mark.slow
 def test_predict_reports_a_case_that_cannot_be_scored(finished_run, tmp_path):
     import SimpleITK as sitk
 
     _, run, _ = finished_run
-    cohort_dir = Path(yaml.safe_load((run / "config.yaml").read_text())["manifest"]).parent
-    image = sorted((cohort_dir / "images").glob("*.nii.gz"))[0]
+    manifest = pd.read_csv(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    image = next(Path(p) for p in manifest["image"] if p.endswith(".nii.gz"))
     empty = sitk.Image(sitk.ReadImage(str(image)).GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(sitk.ReadImage(str(image)))
     sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))

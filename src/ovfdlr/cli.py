@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -209,6 +210,10 @@ def validate(
 ) -> None:
     """Check a cohort manifest and every image and mask it names; report all problems at once.
 
+    Every image and mask is read with the input checks (docs/input-checks.md): a file cut
+    short, a corrupt stream, an inconsistent header, a DICOM series with missing or duplicated
+    slices, a mask that is an image, an ITK warning ... is an error named by its check.
+
     Exits 1 when any error is found (or any warning with --strict); a valid manifest prints the
     cases per cohort and class and per centre.
     """
@@ -269,12 +274,25 @@ def synth(
     print_frame(table.loc[cohort_order(table.index)], "Cases per cohort and class")
 
 
+def _preflight(problems) -> None:
+    """Stop with one error listing every problem found before any stage ran."""
+    from rich.markup import escape
+
+    from ovfdlr.preflight import PreflightError, raise_for_problems
+
+    try:
+        raise_for_problems(problems)
+    except PreflightError as exc:
+        raise fail(escape(str(exc))) from None
+
+
 def _run_and_summarise(config, out: Path) -> None:
     from ovfdlr.experiment import RunError, primary_summary, run_experiment, summary_table
+    from ovfdlr.runlock import RunFolderBusy
 
     try:
         payload = run_experiment(config, out)
-    except (RunError, ValueError, OSError) as exc:
+    except (RunError, ValueError, OSError, RunFolderBusy) as exc:
         raise fail(str(exc)) from None
     timings = pd.DataFrame(payload["stages"]).set_index("name").round({"seconds": 1})
     print_frame(timings, "Stages")
@@ -311,12 +329,15 @@ def run(
 ) -> None:
     """Run every stage of an experiment (cached per stage, resumable) and write the report."""
     from ovfdlr.config import ConfigError, load_config
+    from ovfdlr.preflight import check_experiment
 
     try:
         experiment = load_config(config)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    _run_and_summarise(experiment, out or Path("runs") / config.stem)
+    out = out or Path("runs") / config.stem
+    _preflight(check_experiment(experiment, out, out_option="--out"))
+    _run_and_summarise(experiment, out)
 
 
 @app.command()
@@ -432,9 +453,14 @@ def _check_outputs(out: Path, cache: Path | None) -> Path:
 
 
 def _run_stage(function, *args, **kwargs):
-    """Call an extraction; a scheduler that cannot be reached is a one-line error."""
+    """Call an extraction; a scheduler that cannot be reached, and a cache entry that cannot
+    be written (no space, over the file size limit), are one-line errors."""
+    from ovfdlr.atomic import WriteError
+
     try:
         return function(*args, **kwargs)
+    except WriteError as exc:
+        raise fail(str(exc)) from None
     except (OSError, TimeoutError) as exc:
         if kwargs.get("scheduler"):
             raise fail(f"cannot reach the Dask scheduler at {kwargs['scheduler']}: {exc}") from None
@@ -444,15 +470,20 @@ def _run_stage(function, *args, **kwargs):
 
 
 def _finish_extraction(result, out: Path, stage: str, allow_failures: bool) -> None:
+    from ovfdlr.atomic import WriteError
     from ovfdlr.extraction import write_errors, write_tables
 
-    written = write_tables(result, out)
     errors_csv = out.parent / "errors.csv"
-    write_errors(errors_csv, out.name, result.errors)
+    try:
+        written = write_tables(result, out)
+        write_errors(errors_csv, out.name, result.errors)
+    except WriteError as exc:
+        raise fail(str(exc)) from None
+    damaged = f", damaged cache entries recomputed {result.damaged}" if result.damaged else ""
     console.print(
         f"{stage}: {len(result.features)} cases x {result.features.shape[1]} features -> "
         f"{written['features']} (computed {result.computed}, cached "
-        f"{result.cached}, failed {result.failed})"
+        f"{result.cached}, failed {result.failed}{damaged})"
     )
     if result.failed:
         for row in result.errors.itertuples(index=False):
@@ -480,8 +511,10 @@ def extract_radiomics_command(
 
     Diagnostics go to <out>.diagnostics.parquet, failed cases to errors.csv beside <out>.
     """
+    from ovfdlr.preflight import check_extraction
     from ovfdlr.radiomics import RadiomicsParamsError, extract_radiomics, load_params
 
+    _preflight(check_extraction(manifest, out, cache=cache, params=params, radiomics=True))
     try:
         parameters = load_params(params)
     except RadiomicsParamsError as exc:
@@ -505,7 +538,9 @@ def extract_morphometry_command(
 ) -> None:
     """Vertebral heights, Genant ratios and grade, volume and HU of every vertebral body."""
     from ovfdlr.morphometry import extract_morphometry
+    from ovfdlr.preflight import check_extraction
 
+    _preflight(check_extraction(manifest, out, cache=cache))
     cache_dir = _check_outputs(out, cache)
     cohort = _load_cohort(manifest)
     result = _run_stage(
@@ -582,8 +617,23 @@ def extract_deep_command(
 
     if normalization is not None and normalization not in NORMALIZATIONS:
         raise fail(f"--normalization '{normalization}' is not one of {', '.join(NORMALIZATIONS)}")
-    cache_dir = _check_outputs(out, cache)
+    from ovfdlr.preflight import check_extraction
+
     scheme = _label_scheme(labels)
+    _preflight(
+        check_extraction(
+            manifest,
+            out,
+            cache=cache,
+            weights_spec=weights,
+            labels=scheme,
+            training=training_cohort,
+            pca=pca,
+            finetune_epochs=finetune_epochs,
+            seed=seed,
+        )
+    )
+    cache_dir = _check_outputs(out, cache)
     cohort = _load_cohort(manifest, scheme, training_cohort)
     try:
         result = run_deep_stage(
@@ -637,6 +687,9 @@ def preview(
         )
     except InputError as exc:
         raise fail(str(exc)) from None
+    from ovfdlr.preflight import check_preview
+
+    _preflight(check_preview(manifest, out))
     cohort = _load_cohort(manifest)
     sheets, failed = contact_sheets(cohort, out, settings, jobs=jobs)
     for case_id, reason in failed:
@@ -681,17 +734,13 @@ def train(
     CV or the internal cohort, never on external or prospective data.
     """
     from ovfdlr.arm import read_features, train_arm
+    from ovfdlr.preflight import check_training
     from ovfdlr.selection import SelectionError
     from ovfdlr.training import TrainingError, TrainSettings
 
     if select_on not in ("cv", "internal"):
         raise fail(f"--select-on must be 'cv' or 'internal' (got '{select_on}')")
-    try:
-        table = read_features(features)
-    except (FileNotFoundError, SelectionError, OSError) as exc:
-        raise fail(str(exc)) from None
     scheme = _label_scheme(labels)
-    cohort = _load_cohort(manifest, scheme, training_cohort)
     settings = TrainSettings(
         labels=scheme,
         classifiers=tuple(c.strip() for c in classifiers.split(",") if c.strip()),
@@ -703,6 +752,12 @@ def train(
         internal=internal_cohort,
         jobs=jobs,
     )
+    _preflight(check_training(features, manifest, out, settings))
+    try:
+        table = read_features(features)
+    except (FileNotFoundError, SelectionError, OSError) as exc:
+        raise fail(str(exc)) from None
+    cohort = _load_cohort(manifest, scheme, training_cohort)
     try:
         result = train_arm(table, cohort, arm or out.name, out, settings, explain_model=explain)
     except (TrainingError, SelectionError, ValueError) as exc:
@@ -769,6 +824,21 @@ def compare(
     print_frame(shown, f"{table['arm_a'].iloc[0]} vs {table['arm_b'].iloc[0]}", index=False)
 
 
+def _prediction_weights(bundle, weights: str | None) -> list:
+    """Preflight problems of the pretrained weights a deep bundle needs on this machine (the
+    bundle's spec, or the same family at ``--weights``); none for other bundles."""
+    from ovfdlr.preflight import weights as check_weights
+
+    deep = bundle.record.feature_sets.deep
+    if deep is None or deep.finetuned:
+        return []
+    spec, option = deep.weights, "bundle weights"
+    family = spec.partition(":")[0]
+    if weights and family != "random":
+        spec, option = f"{family}:{weights}", "--weights"
+    return check_weights(spec, option)
+
+
 @app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder (bundles/<arm> of a run).")],
@@ -784,7 +854,11 @@ def predict(
     ] = "v2",
     manifest: Annotated[Path | None, typer.Option(help="Score every case of a manifest.")] = None,
     out: Annotated[
-        Path, typer.Option(help="Output prefix: writes <out>.json and <out>.csv.")
+        Path,
+        typer.Option(
+            help="Output name: writes <out>.json and <out>.csv (the name as given; an ending "
+            ".json or .csv is dropped first)."
+        ),
     ] = Path("predictions"),
     weights: Annotated[
         str | None, typer.Option(help="Where the bundle's pretrained weights file is here.")
@@ -792,14 +866,18 @@ def predict(
     jobs: JobsOption = 1,
     cache: CacheOption = None,
 ) -> None:
-    """Score new vertebrae: class probabilities, predicted class, top SHAP contributions.
+    """Score new vertebrae: class probabilities, predicted class, top SHAP contributions, and
+    every quantity outside the model's training envelope (docs/predictions.md).
 
-    The features are computed in separate processes while the model loads.
+    The features are computed in separate processes while the model loads. One case is named
+    <image file>:<vertebra> (ct.nii.gz:L1 with --vertebra, ct.nii.gz:label20 with --mask-label).
     """
+    from rich.markup import escape
+
     from ovfdlr.bundle import BundleError, load_bundle
     from ovfdlr.deep.errors import WeightsError
     from ovfdlr.parallel import BackgroundError
-    from ovfdlr.predict import describe, run_prediction
+    from ovfdlr.predict import describe, header, output_paths, run_prediction
 
     if (manifest is None) == (image is None or mask is None):
         raise fail("give --image and --mask for one case, or --manifest for many")
@@ -814,16 +892,19 @@ def predict(
         verified = load_bundle(bundle, model=False)
     except BundleError as exc:
         raise fail(str(exc)) from None
+    _preflight(_prediction_weights(verified, weights))
     if manifest is not None:
         cohort = _load_cohort(manifest, verified.labels)
     else:
-        case_id = image.name.split(".")[0]
+        # every vertebra of one CT gets its own case_id; they share the patient
         if vertebra is not None:
-            case_id = f"{case_id}_{vertebra.removeprefix('vertebrae_').upper()}"
+            case_id = f"{image.name}:{vertebra.removeprefix('vertebrae_').upper()}"
+        else:
+            case_id = f"{image.name}:label{mask_label}"
         cohort = pd.DataFrame(
             {
                 "case_id": [case_id],
-                "patient_id": [case_id],
+                "patient_id": [image.name],
                 "image": [str(image)],
                 "mask": [str(mask)],
                 "mask_label": [mask_label],
@@ -833,7 +914,7 @@ def predict(
             },
             index=[case_id],
         )
-    cache_dir = _check_outputs(out.with_suffix(".json"), cache)
+    cache_dir = _check_outputs(output_paths(out)[0], cache)
     try:
         result = run_prediction(
             verified, cohort, out=out, weights=weights, jobs=jobs, cache_dir=cache_dir
@@ -847,8 +928,21 @@ def predict(
         err.print(f"[red]failed[/] {row.case_id}: {row.reason}", highlight=False)
     if result.table.empty:
         raise fail("no case could be scored")
+    for line in header(result.table):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     for case_id, row in result.table.iterrows():
-        console.print(f"[bold]{case_id}[/]: {describe(result.bundle, row)}", highlight=False)
+        console.print(
+            f"[bold]{escape(str(case_id))}[/]: {escape(describe(result.bundle, row))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    flagged = int(result.table["out_of_domain"].fillna(False).sum())
+    if flagged:
+        console.print(
+            f"[yellow]note:[/] {flagged} of {len(result.table)} case(s) outside the model's "
+            "domain: their probabilities are extrapolations",
+            highlight=False,
+        )
     console.print(f"wrote {', '.join(str(p) for p in result.written)}")
     if len(failures):
         raise fail(f"{len(failures)} case(s) could not be scored")
@@ -860,6 +954,16 @@ def report(
     check: Annotated[bool, typer.Option(help="Open it in headless Chromium and check it.")] = False,
 ) -> None:
     """(Re)write a run's report.html, optionally checking it in a real browser."""
+    from ovfdlr.runlock import RunFolderBusy, RunLock
+
+    try:
+        with RunLock(run_dir) if run_dir.is_dir() else contextlib.nullcontext():
+            _write_report(run_dir, check)  # the run folder's writer while it writes into it
+    except (RunFolderBusy, OSError) as exc:
+        raise fail(str(exc)) from None
+
+
+def _write_report(run_dir: Path, check: bool) -> None:
     from ovfdlr.report.html import render_report
 
     try:

@@ -21,6 +21,15 @@ Keys are written only after a stage's outputs are complete, so a run killed at a
 resumes from the last finished stage; the per-case stages also resume case by case from their
 cache. The resolved config, ``run.json`` (versions, seed, timings, hashes), ``errors.csv``
 (cases that failed, with the reason) and ``run.log`` sit at the top of the folder.
+
+Faults of long runs: one process writes a run folder at a time (:mod:`ovfdlr.runlock`; a second
+is refused, naming the first; the lock of a killed run is taken over). Every file is written
+atomically (:mod:`ovfdlr.atomic`), so a killed or failed write leaves no truncated table; a
+stage output or cache entry that is damaged anyway is reported and recomputed, never used. A
+run that stops on an error logs an ERROR line naming the stage and the reason in ``run.log``
+and records them in ``run.json`` (``status: failed``, ``failed_stage``, ``error``); a write that
+fails for want of space or over the file size limit ends its stage with a one-line message
+naming the file, and the next run resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,11 +47,13 @@ from pathlib import Path
 import pandas as pd
 
 from ovfdlr import __version__
+from ovfdlr.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from ovfdlr.cache import DigestIndex, default_cache_dir, file_digest, stable_hash
 from ovfdlr.config import ExperimentConfig, dump_config
 from ovfdlr.layout import RunLayout
 from ovfdlr.parallel import console, shared_progress
 from ovfdlr.records import RunRecord, read_arm
+from ovfdlr.runlock import RunLock
 
 log = logging.getLogger("ovfdlr.run")
 
@@ -50,11 +62,23 @@ class RunError(RuntimeError):
     """A stage that cannot go on; the message names the stage and the reason."""
 
 
+class StageFailed(RunError):
+    """A run that stopped on an expected error (a :class:`RunError`, a value that cannot be
+    used, a file that cannot be read or written) in a stage: ``stage`` and the error's
+    ``message`` (``stage compare failed: cannot write RUN/tables/comparison.csv: no space left
+    on device``); the original exception is its ``__cause__``."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        named = message.startswith((f"stage {stage} ", f"stage {stage}:"))
+        super().__init__(message if named else f"stage {stage} failed: {message}")
+
+
 @dataclass
 class StageRecord:
     name: str
     seconds: float
-    status: str  # computed | cached
+    status: str  # computed | cached | failed
 
 
 @dataclass
@@ -73,22 +97,39 @@ class RunState:
     arm_results: dict[str, dict] = field(default_factory=dict)
     data_sha256: str | None = None
     data_key: str = ""
+    current: str | None = None  # the stage in progress
+    current_start: float = 0.0
+    damaged_keys_reported: bool = False
 
     @property
     def layout(self) -> RunLayout:
         return RunLayout(self.out)
 
+    def warn(self, text: str) -> None:
+        """A warning of the run: in run.log, on the console and in run.json."""
+        log.warning(text)
+        console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+        self.warnings.append(text)
+
     def saved_keys(self) -> dict[str, str]:
+        """The stage keys of finished stages; a damaged file is reported (once) and read as
+        empty, so every stage is checked again."""
         path = self.layout.keys_file
         try:
-            return json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError:  # damaged: every stage is checked again
+            keys = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            if not isinstance(keys, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in keys.items()
+            ):
+                raise ValueError("not an object of stage names and keys")
+            return keys
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+            if not self.damaged_keys_reported:
+                self.damaged_keys_reported = True
+                self.warn(f"{path} is damaged ({exc}): every stage is checked again")
             return {}
 
     def save_key(self, stage: str, key: str | None) -> None:
         """Record (or, with ``None``, forget) a stage's key; written atomically."""
-        from ovfdlr.cache import atomic_write_bytes
-
         keys = self.saved_keys()
         if key is None:
             keys.pop(stage, None)
@@ -125,8 +166,18 @@ def _versions() -> dict[str, str]:
     return found
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``run.log``. A line that cannot be written (the disk is full) is dropped rather than
+    printed to the console with a traceback: the console and run.json still say why the run
+    stopped."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)  # a fault of the logging call itself
+
+
 def _setup_log(out: Path) -> logging.Handler:
-    handler = logging.FileHandler(RunLayout(out).run_log, encoding="utf-8")
+    handler = _RunLogHandler(RunLayout(out).run_log, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("ovfdlr")
     root.setLevel(logging.INFO)
@@ -134,12 +185,56 @@ def _setup_log(out: Path) -> logging.Handler:
     return handler
 
 
+def _output_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a finished output (``None`` when it is there and its structure
+    is whole): missing, or truncated / unreadable for the kinds of file whose structure tells
+    (Parquet, JSON, CSV, zip-based, PNG, safetensors)."""
+    if not path.exists():
+        return "missing"
+    if path.is_dir():
+        return None
+    try:
+        suffix = path.suffix
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.read_metadata(path)
+        elif suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif suffix in (".csv", ".png"):
+            tail = b"\n" if suffix == ".csv" else b"IEND\xaeB`\x82"
+            with path.open("rb") as handle:
+                handle.seek(max(0, path.stat().st_size - len(tail)))
+                if handle.read() != tail:
+                    return "truncated (its end is missing)"
+        elif suffix in (".npz", ".skops"):
+            import zipfile
+
+            with zipfile.ZipFile(path) as archive:
+                archive.infolist()
+        elif suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="np") as handle:
+                handle.keys()
+    except Exception as exc:  # whatever the reader says is wrong with it
+        return f"unreadable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+    return None
+
+
 def _stage(state: RunState, name: str, key: str, outputs: list[Path], work: Callable[[], None]):
-    """Run ``work`` unless the stage's key and outputs are already there; record it either way."""
+    """Run ``work`` unless the stage's key is stored and its outputs are there and whole;
+    record it either way. An output found damaged is reported and the stage computed again."""
     start = time.perf_counter()
-    if state.saved_keys().get(name) == key and all(p.exists() for p in outputs):
+    state.current, state.current_start = name, start
+    finished = state.saved_keys().get(name) == key
+    problems = {p: _output_problem(p) for p in outputs} if finished else {}
+    if finished and not any(problems.values()):
         status = "cached"
     else:
+        for path, problem in problems.items():
+            if problem and problem != "missing":
+                state.warn(f"stage {name}: {path} is damaged ({problem}); computed again")
         log.info("stage %s: computing", name)
         state.save_key(name, None)  # a stage killed half-way must not pass for finished later
         work()
@@ -149,6 +244,7 @@ def _stage(state: RunState, name: str, key: str, outputs: list[Path], work: Call
         state.save_key(name, key)
         status = "computed"
     seconds = time.perf_counter() - start
+    state.current = None
     state.keys[name] = key
     state.stages.append(StageRecord(name, seconds, status))
     log.info("stage %s: %s in %.1f s", name, status, seconds)
@@ -163,6 +259,7 @@ def _cohort_stage(state: RunState) -> None:
     from ovfdlr.cohort import centre_table, class_table, validate_manifest
 
     config = state.config
+    state.current, state.current_start = "cohort", time.perf_counter()  # hashing is part of it
     manifest = Path(config.manifest)
     if not manifest.is_file():
         raise RunError(f"manifest not found: {manifest}")
@@ -200,7 +297,7 @@ def _cohort_stage(state: RunState) -> None:
         )
         if not report.ok:
             problems = report.problems_frame()
-            problems.to_csv(layout.manifest_problems, index=False)
+            atomic_write(layout.manifest_problems, lambda p: problems.to_csv(p, index=False))
             first = "; ".join(str(p) for p in report.errors[:3])
             raise RunError(
                 f"the manifest has {len(report.errors)} error(s) ({first}); all are listed in "
@@ -208,15 +305,19 @@ def _cohort_stage(state: RunState) -> None:
             )
         layout.tables.mkdir(parents=True, exist_ok=True)
         cohort = report.cohort
-        class_table(cohort).to_csv(layout.table("cohort_classes"))
-        centre_table(cohort).to_csv(layout.table("cohort_centres"))
+        atomic_write(layout.table("cohort_classes"), class_table(cohort).to_csv)
+        atomic_write(layout.table("cohort_centres"), centre_table(cohort).to_csv)
         demographics = _demographics(cohort)
         if demographics is not None:
-            demographics.to_csv(layout.table("cohort_demographics"), index=False)
+            atomic_write(
+                layout.table("cohort_demographics"), lambda p: demographics.to_csv(p, index=False)
+            )
         for warning in report.warnings:
             state.warnings.append(str(warning))
 
     _stage(state, "cohort", key, outputs, work)
+    if index.damaged:
+        state.warn(f"the digest index {index.path} was damaged and has been made again")
     from ovfdlr.cohort import load_manifest
 
     state.cohort = load_manifest(manifest, labels=labels, training=training)
@@ -254,8 +355,18 @@ def _extraction_stage(state: RunState, name: str, run) -> None:
         write_errors(state.layout.errors_csv, out.name, result.errors)
         if result.failed:
             state.warnings.append(f"{name}: {result.failed} case(s) failed (errors.csv)")
+        _damaged_entries(state, name, result.damaged)
 
     _stage(state, name, key, [out], work)
+
+
+def _damaged_entries(state: RunState, stage: str, count: int) -> None:
+    """Warn of the damaged cache entries a stage met (run.log names each) and recomputed."""
+    if count:
+        state.warn(
+            f"{stage}: {count} damaged cache entr{'y was' if count == 1 else 'ies were'} "
+            "found and recomputed (run.log names them)"
+        )
 
 
 def _fitted_on(state: RunState, deep) -> list:
@@ -326,7 +437,9 @@ def _deep_stage(state: RunState, arm) -> None:
         extraction.features = result.features
         write_tables(extraction, out)
         write_errors(layout.errors_csv, out.name, extraction.errors)
-        label_file.write_text(
+        _damaged_entries(state, f"deep-{arm.name}", extraction.damaged)
+        atomic_write_text(
+            label_file,
             json.dumps(
                 {
                     "weights": deep.weights,
@@ -334,7 +447,7 @@ def _deep_stage(state: RunState, arm) -> None:
                     "pretrained": result.pretrained,
                     "finetuned": bool(deep.finetune_epochs),
                 }
-            )
+            ),
         )
 
     outputs = [out, label_file]
@@ -526,17 +639,16 @@ def _compare_stage(state: RunState) -> None:
         table = adjust_comparisons(
             pd.concat(frames, ignore_index=True), config.primary_arms(), cohorts
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        atomic_write(out, lambda p: table.to_csv(p, index=False))
 
     _stage(state, "compare", key, [out], work)
 
 
 def _bundle_stage(state: RunState, arm) -> None:
-    from ovfdlr.bundle import write_bundle
+    from ovfdlr.bundle import CONTENT, write_bundle
 
     folder = state.layout.bundle(arm.name)
-    key = stable_hash("bundle", state.keys[f"arm-{arm.name}"], __version__)
+    key = stable_hash("bundle", state.keys[f"arm-{arm.name}"], __version__, CONTENT)
 
     def work():
         write_bundle(_bundle_inputs(state, arm), folder.folder)
@@ -546,9 +658,11 @@ def _bundle_stage(state: RunState, arm) -> None:
 
 def _bundle_inputs(state: RunState, arm):
     """What an arm's bundle is written from: its record and chosen model, its features as the
-    model was fitted on them, the training rows, and each feature set's settings."""
+    model was fitted on them, the training rows, each feature set's settings, and the training
+    cases' acquisition quantities (measured once per case and cached like the features)."""
     from ovfdlr.arm import read_features
     from ovfdlr.bundle import BundleInputs, DeepSource
+    from ovfdlr.envelope import extract_acquisition
     from ovfdlr.morphometry import MorphometrySettings
     from ovfdlr.radiomics import load_params
     from ovfdlr.training import training_rows
@@ -559,6 +673,12 @@ def _bundle_inputs(state: RunState, arm):
     features = read_features(_arm_tables(layout, arm)[0])
     features, _ = record.label_scheme.without_excluded(features)  # as train_arm left them out
     training = training_rows(features, state.cohort, config.cohorts.training)
+    acquisition = extract_acquisition(
+        state.cohort.loc[training.index],
+        cache_dir=state.cache_dir,
+        jobs=config.jobs,
+        scheduler=config.scheduler,
+    ).features
     deep = None
     if arm.deep:
         label = state.deep_labels[arm.name]
@@ -587,10 +707,18 @@ def _bundle_inputs(state: RunState, arm):
         radiomics_params=load_params(config.radiomics.params) if arm.radiomics else None,
         morphometry_settings=MorphometrySettings().__dict__ if arm.morphometry else None,
         deep=deep,
+        acquisition=acquisition,
     )
 
 
-def _write_run_json(state: RunState) -> dict:
+def _write_run_json(
+    state: RunState,
+    status: str = "complete",
+    failed_stage: str | None = None,
+    error: str | None = None,
+) -> dict:
+    """Write ``run.json`` (``status``: running, complete or failed with the stage and the
+    reason); return its content. What a failed run could not learn is left empty."""
     from ovfdlr.records import ManifestRef, RunArm, StageEntry, to_data, write_run
     from ovfdlr.synthetic.cohort import provenance as synthetic_provenance
 
@@ -607,6 +735,10 @@ def _write_run_json(state: RunState) -> dict:
     failed = 0
     if layout.errors_csv.is_file():
         failed = pd.read_csv(layout.errors_csv)["case_id"].nunique()
+    try:
+        manifest_sha256 = file_digest(config.manifest)
+    except OSError:  # a run that failed because the manifest cannot be read
+        manifest_sha256 = None
     record = RunRecord(
         ovfdlr=__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -616,8 +748,8 @@ def _write_run_json(state: RunState) -> dict:
         versions=_versions(),
         manifest=ManifestRef(
             path=str(config.manifest),
-            sha256=file_digest(config.manifest),
-            cases=len(state.cohort),
+            sha256=manifest_sha256,
+            cases=None if state.cohort is None else len(state.cohort),
         ),
         data_sha256=state.data_sha256,
         stages=[StageEntry(**s.__dict__) for s in state.stages],
@@ -627,9 +759,81 @@ def _write_run_json(state: RunState) -> dict:
         warnings=state.warnings,
         failed_cases=int(failed),
         synthetic=synthetic_provenance(config.manifest),
+        status=status,
+        failed_stage=failed_stage,
+        error=error,
     )
     write_run(layout.run_json, record)
     return to_data(record)
+
+
+EXPECTED_ERRORS = (RunError, ValueError, OSError)
+"""What ends a run with a one-line reason (a stage that cannot go on, a value or a file that
+cannot be used, a write without space); anything else is a fault of ovfdlr, with its
+traceback."""
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The one-line reason a run stopped."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, EXPECTED_ERRORS) and first:
+        return first if len(text.splitlines()) == 1 else f"{first} (run.log has the rest)"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _record_failure(state: RunState, exc: BaseException) -> str:
+    """Log the failure (an ERROR line with the stage and the reason, the whole message and
+    any traceback after it) and record it in run.json; return the reason."""
+    stage, reason = state.current, _failure_reason(exc)
+    where = f"stage {stage}" if stage else "the run"
+    log.error("%s failed: %s", where, reason)
+    if not isinstance(exc, (*EXPECTED_ERRORS, KeyboardInterrupt)):
+        log.error("traceback", exc_info=exc)
+    elif reason.endswith("(run.log has the rest)"):
+        log.error("%s", exc)
+    if stage:
+        seconds = time.perf_counter() - state.current_start
+        state.stages.append(StageRecord(stage, seconds, "failed"))
+    try:
+        _write_run_json(state, status="failed", failed_stage=stage, error=reason)
+    except Exception as problem:  # e.g. the disk is still full: the console says it all
+        log.error("run.json could not be written: %s", problem)
+    return reason
+
+
+def _start_run(out: Path, lock: RunLock) -> None:
+    """What a run does first in its folder, under its lock: say whose stale lock it took
+    over, remove the temporary files of writes a killed run left, and mark an earlier
+    run.json as running (a run killed from here on leaves it so)."""
+    from ovfdlr.atomic import remove_partial_files
+    from ovfdlr.records import RecordError, read_run, write_run
+
+    if lock.stale is not None:
+        log.warning(
+            "took over the lock %s of a run that ended without releasing it (%s)",
+            lock.path,
+            lock.stale.describe(),
+        )
+        console.print(
+            f"[yellow]note:[/] took over the run folder from a run that was stopped "
+            f"({lock.stale.describe()})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for path in remove_partial_files(out):
+        log.info("removed %s: the temporary file of an interrupted write", path)
+    path = RunLayout(out).run_json
+    if path.is_file():
+        try:
+            record = read_run(path)
+        except RecordError:  # unreadable: written again at the end
+            return
+        if record.status != "running":
+            update = {"status": "running", "failed_stage": None, "error": None}
+            write_run(path, record.model_copy(update=update))
 
 
 def _remove_stale_arms(out: Path, arms: set[str]) -> None:
@@ -645,18 +849,32 @@ def _remove_stale_arms(out: Path, arms: set[str]) -> None:
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
-    """Run (or resume) an experiment into ``out``; return the content of ``run.json``."""
+    """Run (or resume) an experiment into ``out``; return the content of ``run.json``.
+
+    Raises :class:`ovfdlr.runlock.RunFolderBusy` when another process writes ``out`` (nothing
+    is written then), and :class:`StageFailed` (naming the stage; the original error is its
+    cause) when a stage stops on an expected error. A run that fails logs an ERROR line with
+    the stage and the reason in run.log and writes run.json with ``status: failed``."""
     from ovfdlr.morphometry import extract_morphometry
+    from ovfdlr.preflight import check_experiment, raise_for_problems
     from ovfdlr.radiomics import RadiomicsStage, extract_radiomics, load_params
 
+    # every problem found without computing, before anything is written (PreflightError)
+    raise_for_problems(check_experiment(config, out))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    RunLayout(out).config.write_text(dump_config(config))
-    handler = _setup_log(out)
-    state = RunState(config, out, Path(config.cache or default_cache_dir()))
-    log.info("run %s into %s", config.name, out)
-    _remove_stale_arms(out, {arm.name for arm in config.arms})
+    lock = RunLock(out).acquire()  # one writer per run folder; a second is refused
     try:
+        handler = _setup_log(out)
+    except BaseException:
+        lock.release()
+        raise
+    state = RunState(config, out, Path(config.cache or default_cache_dir()))
+    try:
+        log.info("run %s into %s (pid %d)", config.name, out, lock.holder.pid)
+        _start_run(out, lock)
+        atomic_write_text(RunLayout(out).config, dump_config(config))
+        _remove_stale_arms(out, {arm.name for arm in config.arms})
         with shared_progress():
             _cohort_stage(state)
             cohort = state.cohort
@@ -698,16 +916,27 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
             _compare_stage(state)
             for arm in config.arms:
                 _bundle_stage(state, arm)
-            payload = _write_run_json(state)
+            start = time.perf_counter()
+            state.current, state.current_start = "report", start
+            _write_run_json(state, status="running")  # what the report reads
+            log.info("stage report: computing")
             from ovfdlr.report.html import render_report
 
-            start = time.perf_counter()
             render_report(out)
+            state.current = None
             state.stages.append(StageRecord("report", time.perf_counter() - start, "computed"))
-            payload = _write_run_json(state)
+            payload = _write_run_json(state, status="complete")
+            log.info("run complete")
+    except BaseException as exc:
+        stage = state.current
+        _record_failure(state, exc)
+        if stage and isinstance(exc, EXPECTED_ERRORS):
+            raise StageFailed(stage, str(exc).strip() or type(exc).__name__) from exc
+        raise
     finally:
         logging.getLogger("ovfdlr").removeHandler(handler)
         handler.close()
+        lock.release()
     return payload
 
 
