@@ -11,7 +11,6 @@ docs/reliability.md, so the page says what the code does.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import resource
@@ -31,7 +30,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ovfdlr import atomic
 from ovfdlr.cli import app
 from ovfdlr.runlock import RunLock
 
@@ -386,24 +384,10 @@ def test_truncated_cache_entry(table, cohort, tmp_path):
 
 
 def test_no_space_left(table, cohort, tmp_path, monkeypatch):
-    real_open = open
-
-    class FullDisk:
-        def __init__(self, path, mode):
-            self.handle = real_open(path, mode)
-
-        def write(self, data):
-            self.handle.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *_):
-            self.handle.close()
+    from .test_faults import fill_the_disk
 
     command = _extract(cohort, tmp_path)
-    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)
+    fill_the_disk(monkeypatch)
     failed = runner.invoke(app, command)
     monkeypatch.undo()
     clean = not _leftovers(tmp_path) and not (tmp_path / "out" / "morphometry.parquet").exists()

@@ -44,6 +44,28 @@ def tiny_cohort(tmp_path_factory) -> Path:
     return make_cohort(folder, 4, shape=(24, 24, 24), box=(6, 18))
 
 
+class FullDisk:
+    """A file of a full disk: the first half of a write lands, then ENOSPC."""
+
+    def __init__(self, path, mode):
+        self.handle = open(path, mode)  # noqa: SIM115 (closed by __exit__)
+
+    def write(self, data):
+        self.handle.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.handle.close()
+
+
+def fill_the_disk(monkeypatch) -> None:
+    """Every atomic write from now on meets a full disk (until ``monkeypatch.undo()``)."""
+    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # one writer per run folder
 
@@ -174,25 +196,7 @@ def test_enospc_on_a_cache_entry_ends_the_extraction_and_the_rerun_completes(
 ):
     cache, out = tmp_path / "cache", tmp_path / "out" / "morphometry.parquet"
     command = ["extract", "morphometry", str(tiny_cohort), "--out", str(out), "--cache", str(cache)]
-    real_open = open
-
-    class FullDisk:
-        """A file of a full disk: the first half of a write lands, then ENOSPC."""
-
-        def __init__(self, path, mode):
-            self.handle = real_open(path, mode)
-
-        def write(self, data):
-            self.handle.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *_):
-            self.handle.close()
-
-    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)
+    fill_the_disk(monkeypatch)
     result = runner.invoke(app, [*command, "--jobs", "1"])
     assert result.exit_code == 1
     assert "error: cannot write " in result.output
