@@ -140,5 +140,5 @@ def test_cli_reference_is_current():
         text=True,
         check=True,
     ).stdout
-    written = (REPO / "docs" / "cli.md").read_text()
+    written = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert generated.strip() == written.strip(), "docs/cli.md is stale: run `make docs`"

@@ -270,7 +270,7 @@ def test_manifest_file_missing_or_garbage(tmp_path):
 def test_blank_lines_keep_sheet_row_numbers(tmp_path):
     rows = [good_row(tmp_path, "c1", "p1"), good_row(tmp_path, "c2", "p2", label=7)]
     path = write_manifest(tmp_path, rows)
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     path.write_text("\n".join([lines[0], lines[1], "", ",,,,,,,", lines[2]]) + "\n")
     problem = only_problem(validate_manifest(path), "label")
     assert (problem.row, problem.case_id) == (5, "c2")  # header 1, c1 2, blank 3 and 4

@@ -95,7 +95,10 @@ def finished_run(tmp_path_factory, cohort_60):
 
 def stage_statuses(run: Path) -> dict[str, str]:
     """Each stage's status (computed / cached / ...) in a run's run.json."""
-    return {s["name"]: s["status"] for s in json.loads((run / "run.json").read_text())["stages"]}
+    return {
+        s["name"]: s["status"]
+        for s in json.loads((run / "run.json").read_text(encoding="utf-8"))["stages"]
+    }
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -148,7 +151,7 @@ def test_relative_paths_resolve_against_the_config(tmp_path):
 @pytest.mark.slow
 def test_small_end_to_end_run(finished_run):
     _, run, output = finished_run
-    payload = json.loads((run / "run.json").read_text())
+    payload = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert [s["name"] for s in payload["stages"]][:4] == [
         "cohort",
         "radiomics",
@@ -176,7 +179,7 @@ def test_small_end_to_end_run(finished_run):
     assert comparison["p_value"].dropna().between(0, 1).all()
     deep = pd.read_parquet(run / "features" / "deep-deep.parquet")
     assert deep.shape[1] == 8 and deep.columns[0] == "dtl-deep_pc000"
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert config["compare"] == [["radiomics", "deep"]]
     from ovfdlr.experiment import summary_table  # what `ovfdlr run` prints
 
@@ -200,7 +203,7 @@ def test_report_renders_in_a_real_browser(finished_run, tmp_path):
     from ovfdlr.report.browser import check_report
 
     _, run, _ = finished_run
-    html = (run / "report.html").read_text()
+    html = (run / "report.html").read_text(encoding="utf-8")
     assert "Limitations" in html and "untrained" in html.lower()
     result = check_report(run / "report.html", tmp_path / "report.png")
     assert result.images_total > 10
@@ -216,7 +219,7 @@ def test_rerun_is_cached_and_a_changed_setting_redoes_only_its_stages(finished_r
     folder, reference, _ = finished_run
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    config = yaml.safe_load((folder / "experiment.yaml").read_text())
+    config = yaml.safe_load((folder / "experiment.yaml").read_text(encoding="utf-8"))
     # settings that change nothing in the results: batch size and worker processes
     config["arms"][1]["deep"]["batch_size"] = 3
     config["jobs"] = 1
@@ -241,20 +244,20 @@ def _run_and_kill(command: list[str], out: Path, line: str, delay: float) -> str
     """Start ``command`` (``ovfdlr run``), SIGKILL it and its workers ``delay`` seconds after
     ``line`` appears in its run.log; return what it logged."""
     log = out / "run.log"
-    before = len(log.read_text()) if log.is_file() else 0  # run.log is appended to
+    before = len(log.read_text(encoding="utf-8")) if log.is_file() else 0  # run.log is appended to
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if log.is_file() and line in log.read_text()[before:]:
+        if log.is_file() and line in log.read_text(encoding="utf-8")[before:]:
             break
         time.sleep(0.05)
     assert process.poll() is None, f"the run ended before it could be killed at '{line}'"
     time.sleep(delay)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    return log.read_text()[before:]
+    return log.read_text(encoding="utf-8")[before:]
 
 
 @pytest.mark.slow
@@ -274,7 +277,7 @@ def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
     ]
 
     def keys() -> dict:
-        return json.loads((out / ".stage-keys.json").read_text())
+        return json.loads((out / ".stage-keys.json").read_text(encoding="utf-8"))
 
     log = _run_and_kill(command, out, "stage deep-deep: computing", 1.0)
     assert "stage deep-deep: computed" not in log  # killed in the middle of the deep features
@@ -286,10 +289,10 @@ def test_a_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
     assert "deep-deep" in keys() and "arm-radiomics" not in keys()
     log = _run_and_kill(command, out, "stage report: computing", 0.0)
     assert "run complete" not in log
-    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "running"
     assert not (out / "report.html").exists()  # written whole or not at all
     subprocess.run(command, check=True, capture_output=True)
-    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "complete"
     assert (out / "report.html").is_file() and not (out / ".run.lock").exists()
     assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
     for name in (
@@ -344,18 +347,20 @@ def test_a_write_without_space_fails_its_stage_and_the_rerun_resumes(
     assert f"error: stage compare failed: {reason}" in result.output
     assert "Traceback" not in result.output
     assert not target.exists() and not list(target.parent.glob(".*.tmp"))
-    record = json.loads((run / "run.json").read_text())
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert (record["status"], record["failed_stage"], record["error"]) == (
         "failed",
         "compare",
         reason,
     )
-    assert f"ERROR ovfdlr.run: stage compare failed: {reason}" in (run / "run.log").read_text()
-    assert "compare" not in json.loads((run / ".stage-keys.json").read_text())
+    assert f"ERROR ovfdlr.run: stage compare failed: {reason}" in (run / "run.log").read_text(
+        encoding="utf-8"
+    )
+    assert "compare" not in json.loads((run / ".stage-keys.json").read_text(encoding="utf-8"))
     result = runner.invoke(app, command)
     assert result.exit_code == 0, result.output
     assert stage_statuses(run)["compare"] == "computed"
-    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["status"] == "complete"
     assert target.read_bytes() == (reference / "tables" / "comparison.csv").read_bytes()
 
 
@@ -369,7 +374,9 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     train = preds[(preds["classifier"] == chosen) & apparent].head(2)
     from ovfdlr.cohort import load_manifest
 
-    cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    cohort = load_manifest(
+        yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["manifest"]
+    )
     table, failures = predict(bundle, cohort.loc[train.index], cache_dir=False)
     assert failures.empty
     np.testing.assert_allclose(
@@ -399,7 +406,7 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    written = json.loads(out.with_suffix(".json").read_text())
+    written = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert written[0]["predicted_class"] == int(np.argmax(train[["p0", "p1", "p2"]].iloc[0]))
     assert {"feature", "value", "shap"} == set(written[0]["contributions"][0])
     assert out.with_suffix(".csv").is_file()
@@ -432,7 +439,7 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
         "pred.C1.whole.csv",
         "pred.C1.whole.json",
     ]
-    again = json.loads((tmp_path / "pred.C1.whole.json").read_text())
+    again = json.loads((tmp_path / "pred.C1.whole.json").read_text(encoding="utf-8"))
     assert again[0]["case_id"] == f"{Path(case['image']).name}:C1"
     assert [again[0][c] for c in ("p0", "p1", "p2")] == [written[0][c] for c in ("p0", "p1", "p2")]
     result = runner.invoke(app, [*common, "--vertebra", "L9", "--out", str(tmp_path / "x")])
@@ -449,7 +456,9 @@ def test_features_computed_in_background_processes_are_the_same(finished_run):
     _, run, _ = finished_run
     bundle = load_bundle(run / "bundles" / "deep", model=False)
     assert bundle.model is None and bundle.background is None
-    cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    cohort = load_manifest(
+        yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["manifest"]
+    )
     cases = cohort.iloc[[0, 7, 30]]
     inline, inline_failures = case_features(bundle, cases, cache_dir=False)
     # with worker pools inside the background processes, which must not outlive their work
@@ -474,12 +483,14 @@ def test_a_failing_background_process_stops_the_others(finished_run, tmp_path):
     _, run, _ = finished_run
     copy = tmp_path / "bundle"
     shutil.copytree(run / "bundles" / "deep", copy)
-    meta = json.loads((copy / "bundle.json").read_text())
+    meta = json.loads((copy / "bundle.json").read_text(encoding="utf-8"))
     meta["feature_sets"]["deep"]["weights_sha256"] = "0" * 64
     meta["checksum"] = _checksum(meta)
     (copy / "bundle.json").write_text(json.dumps(meta))
     bundle = load_bundle(copy, model=False)
-    cohort = load_manifest(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    cohort = load_manifest(
+        yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["manifest"]
+    )
     job = start_features(bundle, cohort.iloc[:20], cache_dir=False, background=True)
     processes = [call.process for call in job._calls]
     with pytest.raises(BundleError, match="are not those the bundle was trained with"):
@@ -524,7 +535,7 @@ def test_tampered_metadata_and_escaping_names_are_refused(finished_run, tmp_path
     _, run, _ = finished_run
     copy = tmp_path / "bundle"
     shutil.copytree(run / "bundles" / "deep", copy)
-    meta = json.loads((copy / "bundle.json").read_text())
+    meta = json.loads((copy / "bundle.json").read_text(encoding="utf-8"))
     meta["feature_sets"]["deep"]["input"]["margin"] = 0.5  # a changed setting
     (copy / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="checksum differs"):
@@ -546,7 +557,7 @@ def test_no_dicom_identifier_reaches_any_output(finished_run, tmp_path):
     from .dicom_fixtures import IDENTIFIERS
 
     _, run, output = finished_run
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     table = pd.read_csv(config["manifest"], dtype=str, keep_default_na=False)
     series = Path(table.loc[0, "image"])
     assert series.is_dir() and len(list(series.glob("*.dcm"))) > 10
@@ -580,7 +591,7 @@ def test_bundles_carry_the_training_envelope_and_no_identifiers(finished_run, tm
     from ovfdlr.selection import fuse
 
     _, run, _ = finished_run
-    manifest = Path(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    manifest = Path(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["manifest"])
     rows = pd.read_csv(manifest, dtype=str)
     needles = {str(manifest.parent), str(manifest.parent.resolve())}
     for column in ("case_id", "patient_id", "scan_date", "image", "mask"):
@@ -640,7 +651,7 @@ def test_bundles_carry_the_training_envelope_and_no_identifiers(finished_run, tm
     # the envelope is part of the checksummed metadata: a widened range is refused
     copy = tmp_path / "bundle"
     shutil.copytree(run / "bundles" / "radiomics", copy)
-    meta = json.loads((copy / "bundle.json").read_text())
+    meta = json.loads((copy / "bundle.json").read_text(encoding="utf-8"))
     meta["envelope"]["quantities"][0]["max"] = 1e9
     (copy / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="checksum differs"):
@@ -662,7 +673,9 @@ def test_predict_reports_a_case_that_cannot_be_scored(finished_run, tmp_path):
     import SimpleITK as sitk
 
     _, run, _ = finished_run
-    manifest = pd.read_csv(yaml.safe_load((run / "config.yaml").read_text())["manifest"])
+    manifest = pd.read_csv(
+        yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["manifest"]
+    )
     image = next(Path(p) for p in manifest["image"] if p.endswith(".nii.gz"))
     empty = sitk.Image(sitk.ReadImage(str(image)).GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(sitk.ReadImage(str(image)))
@@ -720,7 +733,9 @@ def test_finetuned_arm_bundle_round_trip(cohort_60, tmp_path):
     result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
-    nested = json.loads((run / "arms" / "tuned" / "arm.json").read_text())["nested_cv"]
+    nested = json.loads((run / "arms" / "tuned" / "arm.json").read_text(encoding="utf-8"))[
+        "nested_cv"
+    ]
     assert not nested["ran"] and "not run for a fine-tuned arm" in nested["reason"]
     bundle = load_bundle(run / "bundles" / "tuned")
     assert {"finetuned.safetensors", "pca.npz"} <= set(bundle.meta["files"])
@@ -790,7 +805,7 @@ def test_a_relabelled_case_retrains_the_arms_and_keeps_the_features(finished_run
     folder, reference, _ = finished_run
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    config = yaml.safe_load((folder / "experiment.yaml").read_text())
+    config = yaml.safe_load((folder / "experiment.yaml").read_text(encoding="utf-8"))
     manifest = Path(config["manifest"])
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     first = table.index[table["cohort"] == "train"][0]

@@ -92,8 +92,8 @@ def _bad_input(folder: Path, image, mask, *, case_id: str = "c2", extra=None) ->
     kept = len(pd.read_parquet(out)) if out.is_file() else 0
     errors = folder / "out" / "errors.csv"
     failed = pd.read_csv(errors)["case_id"].tolist() if errors.is_file() else []
-    written = [checked.output, extracted.output, problems.read_text()]
-    written += [errors.read_text()] if errors.is_file() else []
+    written = [checked.output, extracted.output, problems.read_text(encoding="utf-8")]
+    written += [errors.read_text(encoding="utf-8")] if errors.is_file() else []
     _IDENTIFIERS_SEEN.extend(v for v in _identifier_parts() if v in "".join(written))
     return _checks(problems, case_id), checked.exit_code, kept, failed
 
@@ -549,7 +549,7 @@ def test_the_table_is_the_one_in_the_docs(table):
     lines = [HEADER, "| --- | --- | --- | --- | --- |", *[r.markdown() for r in table]]
     text = "\n".join(lines)
     print("\n" + text)
-    documented = DOC.read_text()
+    documented = DOC.read_text(encoding="utf-8")
     start = documented.index(HEADER)
     end = documented.index("\n\n", start)
     documented_rows = sorted(documented[start:end].splitlines()[2:])

@@ -74,7 +74,7 @@ def test_a_run_folder_has_one_writer_and_names_it(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     with RunLock(folder) as lock:
-        body = json.loads(lock.path.read_text())
+        body = json.loads(lock.path.read_text(encoding="utf-8"))
         assert body["pid"] == os.getpid() and body["host"] == socket.gethostname()
         with pytest.raises(RunFolderBusy) as info:
             RunLock(folder).acquire()
@@ -121,7 +121,7 @@ def test_the_lock_of_a_killed_holder_is_taken_over(tmp_path):
     lock = RunLock(folder).acquire()  # the kernel let the dead process's lock go
     try:
         assert lock.stale is not None and lock.stale.pid == holder.pid
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        assert json.loads(lock.path.read_text(encoding="utf-8"))["pid"] == os.getpid()
     finally:
         lock.release()
 
@@ -178,11 +178,11 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             atomic_write(target, half_then(code))
         assert str(info.value) == f"cannot write {target}: {reason}"
         assert info.value.errno == code
-        assert target.read_text() == "a,b\n1,2\n"
+        assert target.read_text(encoding="utf-8") == "a,b\n1,2\n"
         assert partial_files(tmp_path) == []
     with pytest.raises(ValueError):  # any other failure: the same clean-up, its own error
         atomic_write(target, lambda path: (path.write_text("x"), int("y")))
-    assert target.read_text() == "a,b\n1,2\n" and partial_files(tmp_path) == []
+    assert target.read_text(encoding="utf-8") == "a,b\n1,2\n" and partial_files(tmp_path) == []
     # what a killed write leaves is found and removed; finished files are kept
     left = [tmp_path / "tables" / ".t.csv.k2j3.tmp", tmp_path / ".w.safetensors.partial"]
     for path in left:
@@ -331,7 +331,7 @@ def test_a_stage_with_a_damaged_output_or_key_file_is_computed_again(tmp_path):
     assert f"stage t: {table} is damaged (unreadable" in state.warnings[-1]
     pd.testing.assert_frame_equal(pd.read_parquet(table), frame)
     keys = state.layout.keys_file
-    keys.write_text(keys.read_text()[:-4])  # a torn key file
+    keys.write_text(keys.read_text(encoding="utf-8")[:-4])  # a torn key file
     assert status() == "computed" and status() == "cached"
     assert sum("every stage is checked again" in w for w in state.warnings) == 1
 
@@ -341,7 +341,7 @@ def test_a_stage_with_a_damaged_output_or_key_file_is_computed_again(tmp_path):
 
     with pytest.raises(OSError):
         _stage(state, "t", "key-2", [table], fails)
-    assert state.current == "t" and "t" not in json.loads(keys.read_text())
+    assert state.current == "t" and "t" not in json.loads(keys.read_text(encoding="utf-8"))
 
 
 def test_run_json_records_a_failed_run_and_older_files_read_as_complete():

@@ -416,7 +416,7 @@ def test_identifiers_in_a_dicom_series_stay_out_of_validate_output(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
-    written = result.output + problems.read_text()
+    written = result.output + problems.read_text(encoding="utf-8")
     for value in IDENTIFIERS.values():
         for part in value.replace("^", " ").split():
             assert part not in written

@@ -190,7 +190,7 @@ def test_genant_run_end_to_end(tmp_path, synthetic_60):
     """Four Genant grades from the synthetic height loss; the features that define the grade
     are left out and the report says why."""
     run, _ = _run(tmp_path, synthetic_60, "genant")
-    arm = json.loads((run / "arms" / "image" / "arm.json").read_text())
+    arm = json.loads((run / "arms" / "image" / "arm.json").read_text(encoding="utf-8"))
     assert arm["labels"]["scheme"] == "genant"
     assert not any(f in schemes.GENANT_DEFINING_FEATURES for f in arm["selected_features"])
     assert any("left out morph_genant_grade" in w for w in arm["warnings"])
@@ -199,7 +199,7 @@ def test_genant_run_end_to_end(tmp_path, synthetic_60):
     per_class = pd.read_csv(run / "arms" / "image" / "tables" / "per_class_auc.csv")
     assert set(per_class["class"]) == {0, 1, 2, 3}
     assert (run / "arms" / "image" / "figures" / "shap-beeswarm-class3.png").is_file()
-    report = (run / "report.html").read_text()
+    report = (run / "report.html").read_text(encoding="utf-8")
     assert "Label scheme <strong>genant</strong>" in report
     assert "the Genant grade is defined by the vertebral height loss" in report
     classes = pd.read_csv(run / "tables" / "cohort_classes.csv")
@@ -213,7 +213,7 @@ def test_binary_run_end_to_end(tmp_path, synthetic_60):
     performance = pd.read_csv(run / "arms" / "image" / "tables" / "performance.csv")
     preds = pd.read_parquet(run / "arms" / "image" / "predictions.parquet")
     assert [c for c in preds.columns if c.startswith("p") and c[1:].isdigit()] == ["p0", "p1"]
-    chosen = json.loads((run / "arms" / "image" / "arm.json").read_text())["chosen"]
+    chosen = json.loads((run / "arms" / "image" / "arm.json").read_text(encoding="utf-8"))["chosen"]
     row = performance.query("classifier == @chosen and cohort == 'internal'").iloc[0]
     rows = preds[(preds["classifier"] == chosen) & (preds["cohort"] == "internal")]
     # the plain ROC AUC of class 1 with DeLong's CI, clustered by the manifest's patients
@@ -225,7 +225,7 @@ def test_binary_run_end_to_end(tmp_path, synthetic_60):
     assert row.auc_ci_method == plain.method
 
     # nested cross-validation: the arm record, the performance table, the console summary
-    arm = json.loads((run / "arms" / "image" / "arm.json").read_text())
+    arm = json.loads((run / "arms" / "image" / "arm.json").read_text(encoding="utf-8"))
     assert arm["nested_cv"]["ran"] and len(arm["nested_cv"]["folds"]) == 2
     assert {"chosen", "inner_cv_auc", "n_test"} <= set(arm["nested_cv"]["folds"][0])
     nested = arm["macro_auc"]["train (nested cv)"]["auc"]
@@ -236,7 +236,7 @@ def test_binary_run_end_to_end(tmp_path, synthetic_60):
     assert stats.roc_auc(rows["label"].astype(int) == 1, rows["p1"]) == pytest.approx(nested)
     from ovfdlr.experiment import summary_table  # what `ovfdlr run` prints
 
-    table = summary_table(run, json.loads((run / "run.json").read_text()))
+    table = summary_table(run, json.loads((run / "run.json").read_text(encoding="utf-8")))
     assert list(table["cohort"])[:3] == [
         "train (apparent)",
         "train (out-of-fold)",

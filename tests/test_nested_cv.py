@@ -305,7 +305,7 @@ def test_the_arm_record_and_summary_hold_the_nested_view(data, recorded, tmp_pat
     config = parse_config({"manifest": "m.csv", "arms": [tuned]})
     ran, reason = config.nested_cv_for(config.arms[0])
     assert not ran
-    data_json = json.loads((folder / "arm.json").read_text())
+    data_json = json.loads((folder / "arm.json").read_text(encoding="utf-8"))
     data_json["macro_auc"].pop("train (nested cv)")
     skipped = tmp_path / "arms" / "tuned"
     skipped.mkdir(parents=True)

@@ -224,7 +224,7 @@ def test_written_predictions_carry_every_field(tmp_path):
     )
     written = write_predictions(table, tmp_path / "pred.L1.whole")
     assert [p.name for p in written] == ["pred.L1.whole.json", "pred.L1.whole.csv"]
-    (record,) = json.loads(written[0].read_text())
+    (record,) = json.loads(written[0].read_text(encoding="utf-8"))
     assert record["case_id"] == "ct.nii.gz:L1"
     assert record["predicted_class"] == 0 and record["out_of_domain"] is True
     assert record["outside_envelope"][0]["far"] is True

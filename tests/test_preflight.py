@@ -3,8 +3,9 @@ machine without Chromium (the ``chromium`` fixture of conftest.py and the Makefi
 ``browser`` target).
 
 Every preflight failure here must be one error naming the option, file or class, exit
-non-zero, write nothing and take well under two seconds; nothing here runs a stage (the
-manifests name images that do not exist: only the cohort stage would open them).
+non-zero and write nothing; nothing here runs a stage (the manifests name images that do not
+exist: only the cohort stage would open them, so a stage that ran would fail differently).
+How long a check takes is measured, not asserted: a wall-clock limit belongs in a benchmark.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -31,9 +31,6 @@ from ovfdlr.report import browser
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-# the slowest a failing preflight may take once its modules are imported (it reads a small
-# manifest and stats a few files; the measured times are a few to a few hundred milliseconds)
-FAST = 2.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,25 +84,22 @@ def write_config(folder: Path, **changes) -> Path:
     return path
 
 
-def invoke(args: list[str]) -> tuple[object, float]:
-    start = time.perf_counter()
-    result = runner.invoke(app, [str(a) for a in args])
-    return result, time.perf_counter() - start
+def invoke(args: list) -> object:
+    return runner.invoke(app, [str(a) for a in args])
 
 
 def error_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.strip()]
 
 
-def assert_one_error(result, seconds: float, pattern: str) -> str:
-    """Exit 1, one line 'error: ...' matching ``pattern``, no traceback, fast."""
+def assert_one_error(result, pattern: str) -> str:
+    """Exit 1, one line 'error: ...' matching ``pattern``, no traceback."""
     assert result.exit_code == 1, result.output
     lines = error_lines(result.output)
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: "), lines
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in result.output
-    assert seconds < FAST, f"the check took {seconds:.2f} s"
     return lines[0]
 
 
@@ -121,9 +115,9 @@ def test_a_missing_weights_file_stops_run_before_any_stage(tmp_path):
     ]  # fmt: skip
     config = write_config(tmp_path, arms=arms)
     out = tmp_path / "run"
-    result, seconds = invoke(["run", config, "--out", out])
+    result = invoke(["run", config, "--out", out])
     missing = tmp_path / "weights" / "RadImageNet.h5"
-    line = assert_one_error(result, seconds, "weights file not found")
+    line = assert_one_error(result, "weights file not found")
     assert line == (f"error: arms.1.deep.weights (deep): {missing}: weights file not found")
     assert not out.exists()  # no stage ran: no run folder, no run.log
 
@@ -131,8 +125,8 @@ def test_a_missing_weights_file_stops_run_before_any_stage(tmp_path):
 def test_a_missing_radiomics_params_file_stops_run(tmp_path):
     config = write_config(tmp_path, radiomics={"params": "no.yaml"})
     out = tmp_path / "run"
-    result, seconds = invoke(["run", config, "--out", out])
-    assert_one_error(result, seconds, rf"^error: radiomics\.params: {re.escape(str(tmp_path))}")
+    result = invoke(["run", config, "--out", out])
+    assert_one_error(result, rf"^error: radiomics\.params: {re.escape(str(tmp_path))}")
     assert "no.yaml: parameter file not found" in result.output
     assert not out.exists()
 
@@ -141,10 +135,10 @@ def test_run_out_that_is_a_file(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "run.txt"
     out.write_text("notes")
-    result, seconds = invoke(["run", config, "--out", out])
-    line = assert_one_error(result, seconds, "is a file")
+    result = invoke(["run", config, "--out", out])
+    line = assert_one_error(result, "is a file")
     assert line == f"error: --out {out} is a file; a run folder is expected"
-    assert out.read_text() == "notes"
+    assert out.read_text(encoding="utf-8") == "notes"
     assert not (tmp_path / "cache").exists()
 
 
@@ -152,8 +146,8 @@ def test_too_few_patients_per_class_for_the_folds(tmp_path):
     config = write_config(tmp_path, models={"classifiers": ["lr"], "folds": 3})
     write_manifest(tmp_path, {0: 4, 1: 3, 2: 2})
     out = tmp_path / "run"
-    result, seconds = invoke(["run", config, "--out", out])
-    line = assert_one_error(result, seconds, "class 2")
+    result = invoke(["run", config, "--out", out])
+    line = assert_one_error(result, "class 2")
     assert line == (
         "error: training cohort 'train': class 2 has 2 patients (patients per class 0: 4, "
         "1: 3, 2: 2); 3-fold cross-validation (models.folds) needs at least 3 patients in "
@@ -171,8 +165,8 @@ def test_nested_cv_needs_enough_patients_in_every_outer_training_part(tmp_path):
     )
     write_manifest(tmp_path, {0: 6, 1: 6, 2: 3})
     out = tmp_path / "run"
-    result, seconds = invoke(["run", config, "--out", out])
-    line = assert_one_error(result, seconds, "nested cross-validation")
+    result = invoke(["run", config, "--out", out])
+    line = assert_one_error(result, "nested cross-validation")
     assert re.fullmatch(
         r"error: training cohort 'train': nested cross-validation \(arms radiomics\): outer "
         r"fold \d of 3 leaves 2 patients of class 2 for training \(patients per class there "
@@ -195,7 +189,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
     write_manifest(tmp_path, {0: 5, 1: 5, 2: 5}, internal=False)
     out = tmp_path / "run.txt"
     out.write_text("")
-    result, seconds = invoke(["run", config, "--out", out])
+    result = invoke(["run", config, "--out", out])
     assert result.exit_code == 1
     lines = error_lines(result.output)
     assert lines[0] == "error: 3 problems, found before any stage ran:"
@@ -206,7 +200,6 @@ def test_every_problem_is_listed_at_once(tmp_path):
         "models.select_on: 'internal' ranks the classifiers on the internal cohort 'internal', "
         "which has no labelled case in the manifest",
     ]
-    assert seconds < FAST
 
 
 def test_manifest_errors_name_the_file_row_and_case(tmp_path):
@@ -215,8 +208,8 @@ def test_manifest_errors_name_the_file_row_and_case(tmp_path):
     table = pd.read_csv(manifest)
     table.loc[1, "label"] = 7
     table.to_csv(manifest, index=False)
-    result, seconds = invoke(["run", config, "--out", tmp_path / "run"])
-    line = assert_one_error(result, seconds, r"row 3, case t01_L1")
+    result = invoke(["run", config, "--out", tmp_path / "run"])
+    line = assert_one_error(result, r"row 3, case t01_L1")
     assert line.startswith(f"error: manifest {manifest}: row 3, case t01_L1: ")
     assert line.endswith("[label]")  # the check's name survives the console's markup
 
@@ -261,11 +254,9 @@ def test_the_lasso_needs_as_many_patients_as_its_folds():
 
 def test_a_sound_config_has_no_problem(tmp_path):
     config = load_config(write_config(tmp_path, evaluation={"nested_cv": True}))
-    start = time.perf_counter()
     problems = check_experiment(config, tmp_path / "run")
     assert problems == []
     raise_for_problems(problems)  # does not raise
-    assert time.perf_counter() - start < FAST
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,17 +276,17 @@ def test_train_out_that_is_a_file_fails_before_training(tmp_path, features):
     out = tmp_path / "arm.txt"
     out.write_text("")
     args = ["train", features, "--manifest", tmp_path / "manifest.csv", "--out", out]
-    result, seconds = invoke([*args, "--folds", "2", "--quick", "--classifiers", "lr"])
-    line = assert_one_error(result, seconds, "is a file")
+    result = invoke([*args, "--folds", "2", "--quick", "--classifiers", "lr"])
+    line = assert_one_error(result, "is a file")
     assert line == f"error: --out {out} is a file; an arm folder is expected"
-    assert out.read_text() == ""
+    assert out.read_text(encoding="utf-8") == ""
 
 
 def test_train_too_few_patients_names_the_option(tmp_path, features):
     out = tmp_path / "arm"
     args = ["train", features, "--manifest", tmp_path / "manifest.csv", "--out", out]
-    result, seconds = invoke([*args, "--folds", "5"])
-    line = assert_one_error(result, seconds, r"5-fold cross-validation \(--folds\)")
+    result = invoke([*args, "--folds", "5"])
+    line = assert_one_error(result, r"5-fold cross-validation \(--folds\)")
     assert "class 0 has 4 patients (patients per class 0: 4, 1: 4, 2: 4)" in line
     assert not out.exists()
 
@@ -305,8 +296,8 @@ def test_extract_out_that_is_a_folder(tmp_path):
     out = tmp_path / "features"
     out.mkdir()
     for stage in ("radiomics", "morphometry"):
-        result, seconds = invoke(["extract", stage, manifest, "--out", out])
-        line = assert_one_error(result, seconds, "is a folder")
+        result = invoke(["extract", stage, manifest, "--out", out])
+        line = assert_one_error(result, "is a folder")
         assert line == f"error: --out {out} is a folder; a Parquet file is expected"
     assert list(out.iterdir()) == []
 
@@ -315,8 +306,8 @@ def test_extract_deep_missing_weights_and_pca(tmp_path):
     manifest = write_manifest(tmp_path, {0: 2, 1: 2, 2: 2})
     out = tmp_path / "deep.parquet"
     args = ["extract", "deep", manifest, "--out", out, "--arm", "x", "--pca", "50"]
-    result, seconds = invoke([*args, "--weights", f"file:{tmp_path / 'w.pth'}"])
-    assert result.exit_code == 1 and seconds < FAST
+    result = invoke([*args, "--weights", f"file:{tmp_path / 'w.pth'}"])
+    assert result.exit_code == 1
     lines = [line.strip() for line in error_lines(result.output)]
     weights = tmp_path / "w.pth"
     assert lines[0] == "error: 2 problems, found before any stage ran:"
@@ -331,8 +322,8 @@ def test_preview_out_below_a_file(tmp_path):
     manifest = write_manifest(tmp_path, {0: 2, 1: 2, 2: 2})
     blocker = tmp_path / "sheets"
     blocker.write_text("")
-    result, seconds = invoke(["preview", manifest, "--out", blocker / "inputs"])
-    line = assert_one_error(result, seconds, "is a file, not a folder")
+    result = invoke(["preview", manifest, "--out", blocker / "inputs"])
+    line = assert_one_error(result, "is a file, not a folder")
     assert line == f"error: --out {blocker / 'inputs'}: {blocker} is a file, not a folder"
 
 
@@ -456,7 +447,7 @@ def make_browser(tmp_path: Path, uid: int, *, apt: bool = True) -> tuple[str, st
         env={"PATH": str(stubs), "LOG": str(log)},
     )  # fmt: skip
     assert process.returncode == 0, process.stderr
-    return process.stdout.strip(), log.read_text() if log.exists() else ""
+    return process.stdout.strip(), log.read_text(encoding="utf-8") if log.exists() else ""
 
 
 def test_make_browser_never_prompts(tmp_path):
@@ -481,9 +472,9 @@ def test_make_browser_never_prompts(tmp_path):
 
 
 def test_the_makefile_names_the_same_install_command():
-    makefile = (REPO / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     assert f"BROWSER_INSTALL  := {browser.INSTALL_COMMAND}\n" in makefile
-    assert "export OVFDLR_REQUIRE_BROWSER=1" in (REPO / ".ci" / "run").read_text()
+    assert "export OVFDLR_REQUIRE_BROWSER=1" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert browser.INSTALL_COMMAND in (REPO / "README.md").read_text(encoding="utf-8")
 
 

@@ -123,7 +123,7 @@ def test_each_record_round_trips(kind, tmp_path):
     make, read, write = KINDS[kind]
     record = make()
     path = write(tmp_path / f"{kind}.json", record)
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     assert data["version"] == VERSION
     assert read(path) == record
     # what the file holds is plain JSON that reads back to the same record
@@ -138,7 +138,9 @@ def test_labels_of_arm_and_bundle_records():
 def test_a_bundle_leaves_unused_feature_set_parts_out(tmp_path):
     record = bundle_record()
     record.feature_sets.radiomics = None
-    data = json.loads(records.write_bundle(tmp_path / "bundle.json", record).read_text())
+    data = json.loads(
+        records.write_bundle(tmp_path / "bundle.json", record).read_text(encoding="utf-8")
+    )
     assert set(data["feature_sets"]) == {"morphometry", "deep"}
     assert "finetuned" not in data["feature_sets"]["deep"]
     assert data["format"] == "ovfdlr-bundle" and data["format_version"] == VERSION

