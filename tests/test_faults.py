@@ -392,3 +392,32 @@ def test_a_killed_write_is_never_a_finished_file(tmp_path):
     assert child.returncode == -signal.SIGKILL
     assert not target.exists() and len(partial_files(tmp_path)) == 1
     assert remove_partial_files(tmp_path) and partial_files(tmp_path) == []
+
+
+def test_a_cached_cohort_stage_keeps_the_manifest_warnings(tmp_path):
+    """run.json's warnings of a resumed run equal those of the run that validated the manifest:
+    the cohort stage keeps them in manifest_problems.csv and a cached stage reads them back."""
+    from ovfdlr.config import parse_config
+    from ovfdlr.experiment import _cohort_stage
+
+    from .conftest import cube_case, write_manifest
+
+    rows = []
+    for i in range(3):
+        box = (0, 12) if i == 0 else (6, 18)  # case c0's ROI touches the volume border
+        image, mask = cube_case(tmp_path, f"c{i}", box=box)
+        rows.append(
+            {"case_id": f"c{i}", "patient_id": f"p{i}", "image": image.name, "mask": mask.name}
+            | {"mask_label": 1, "label": i % 3, "cohort": "train", "centre": "A"}
+        )
+    manifest = write_manifest(tmp_path, rows)
+    config = parse_config({"manifest": str(manifest), "arms": [{"name": "a"}]}, tmp_path / "x.yaml")
+    seen = []
+    for _ in range(2):
+        state = RunState(config, tmp_path / "run", tmp_path / "cache")
+        _cohort_stage(state)
+        seen.append((state.stages[-1].status, state.warnings))
+    assert [status for status, _ in seen] == ["computed", "cached"]
+    assert seen[0][1] == seen[1][1]
+    assert len(seen[0][1]) == 1 and "row 2, case c0" in seen[0][1][0]
+    assert "[roi-border]" in seen[0][1][0]

@@ -295,9 +295,11 @@ def _cohort_stage(state: RunState) -> None:
         report = validate_manifest(
             manifest, labels=labels, training=training, jobs=config.jobs, progress=True
         )
+        # every problem, warnings included, so that a cached cohort stage records the same
+        # warnings in run.json as the run that computed it
+        problems = report.problems_frame()
+        atomic_write(layout.manifest_problems, lambda p: problems.to_csv(p, index=False))
         if not report.ok:
-            problems = report.problems_frame()
-            atomic_write(layout.manifest_problems, lambda p: problems.to_csv(p, index=False))
             first = "; ".join(str(p) for p in report.errors[:3])
             raise RunError(
                 f"the manifest has {len(report.errors)} error(s) ({first}); all are listed in "
@@ -312,15 +314,28 @@ def _cohort_stage(state: RunState) -> None:
             atomic_write(
                 layout.table("cohort_demographics"), lambda p: demographics.to_csv(p, index=False)
             )
-        for warning in report.warnings:
-            state.warnings.append(str(warning))
 
-    _stage(state, "cohort", key, outputs, work)
+    _stage(state, "cohort", key, [*outputs, layout.manifest_problems], work)
+    state.warnings += manifest_warnings(layout.manifest_problems)
     if index.damaged:
         state.warn(f"the digest index {index.path} was damaged and has been made again")
     from ovfdlr.cohort import load_manifest
 
     state.cohort = load_manifest(manifest, labels=labels, training=training)
+
+
+def manifest_warnings(path: Path) -> list[str]:
+    """The warnings of a run's ``manifest_problems.csv``, each as validation words it."""
+    from ovfdlr.cohort import Problem
+
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return [
+        str(
+            Problem(r.check, r.message, int(r.row) if r.row else None, r.case_id or None, "warning")
+        )
+        for r in table.itertuples(index=False)
+        if r.severity == "warning"
+    ]
 
 
 def _demographics(cohort: pd.DataFrame) -> pd.DataFrame | None:
