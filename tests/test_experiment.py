@@ -44,7 +44,7 @@ def small_experiment(folder: Path, cohort_manifest: Path, cache: Path) -> Path:
             {"name": "radiomics"},
             {"name": "deep", "deep": {"weights": "random:0", "pca": 8}},
         ],
-        "models": {"classifiers": ["lr", "rf"], "quick": True, "folds": 3},
+        "models": {"classifiers": ["lr", "knn"], "quick": True, "folds": 3},
         "evaluation": {"nested_cv": False},
         "seed": 0,
         "jobs": 2,
