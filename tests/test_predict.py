@@ -234,3 +234,34 @@ def test_written_predictions_carry_every_field(tmp_path):
     assert row["outside_envelope"] == "spacing_slice_mm = 3 mm (training 1 to 1 mm; far outside)"
     assert row["contributions"] == "f=+0.2500"
     assert bool(row["out_of_domain"]) is True
+
+
+def test_acquisition_of_a_folder_of_two_series_is_the_chosen_series(tmp_path):
+    """The manifest's series_uid chooses the series the acquisition record measures (a folder
+    of two series is otherwise refused, as every read refuses it)."""
+    import SimpleITK as sitk
+
+    from ovfdlr.envelope import AcquisitionStage
+    from ovfdlr.extraction import CaseTask
+
+    from .dicom_fixtures import ct_phantom, write_ct_series
+
+    folder = tmp_path / "series"
+    write_ct_series(folder / "a", ct_phantom(), spacing=(0.8, 0.8, 2.0), series_uid="1.2.826.0.9.1")
+    write_ct_series(folder / "b", ct_phantom(), spacing=(0.5, 0.5, 1.0), series_uid="1.2.826.0.9.2")
+    for sub in ("a", "b"):
+        for path in (folder / sub).iterdir():
+            path.rename(folder / f"{sub}-{path.name}")
+        (folder / sub).rmdir()
+    labels = np.zeros((12, 16, 16), np.uint8)
+    labels[3:9, 5:11, 5:11] = 1
+    mask = sitk.GetImageFromArray(labels)
+    mask.SetSpacing((0.5, 0.5, 1.0))
+    sitk.WriteImage(mask, str(tmp_path / "mask.nii.gz"))
+    base = {"case_id": "c", "image": str(folder), "mask": str(tmp_path / "mask.nii.gz")}
+    values = AcquisitionStage()(CaseTask(**base, series_uid="1.2.826.0.9.2"))["features"]
+    assert values["spacing_inplane_mm"] == pytest.approx(0.5)
+    assert values["spacing_slice_mm"] == pytest.approx(1.0)
+    assert values["slice_thickness_mm"] == pytest.approx(1.0)
+    with pytest.raises(Exception, match="dicom-several-series"):
+        AcquisitionStage()(CaseTask(**base, series_uid=None))

@@ -94,18 +94,21 @@ RULE = (
 # measuring
 
 
-def measure_acquisition(image: str | Path, mask: str | Path, mask_label: int = 1) -> dict:
-    """The acquisition quantities of one case (:data:`ACQUISITION`; NaN when not measurable)."""
+def measure_acquisition(
+    image: str | Path, mask: str | Path, mask_label: int = 1, series_uid: str | None = None
+) -> dict:
+    """The acquisition quantities of one case (:data:`ACQUISITION`; NaN when not measurable);
+    ``series_uid`` chooses the series of a DICOM folder, as the manifest's column does."""
     import SimpleITK as sitk
 
     from ovfdlr import imaging
 
-    volume = imaging.read_image(image)
+    volume = imaging.read_image(image, series_uid)
     spacing = volume.GetSpacing()
     values = {
         "spacing_inplane_mm": float((spacing[0] + spacing[1]) / 2),
         "spacing_slice_mm": float(spacing[2]) if len(spacing) > 2 else math.nan,
-        "slice_thickness_mm": dicom_slice_thickness(image),
+        "slice_thickness_mm": dicom_slice_thickness(image, series_uid),
     }
     values.update(hu_markers(sitk.GetArrayViewFromImage(volume)))
     label_map = imaging.read_image(mask)  # kept alive while its array view is read
@@ -115,16 +118,17 @@ def measure_acquisition(image: str | Path, mask: str | Path, mask_label: int = 1
     return values
 
 
-def dicom_slice_thickness(path: str | Path) -> float:
-    """The Slice Thickness (0018,0050) of a DICOM series folder's first file, or of a ``.dcm``
-    file; NaN for other formats or when the tag is absent."""
+def dicom_slice_thickness(path: str | Path, series_uid: str | None = None) -> float:
+    """The Slice Thickness (0018,0050) of the first file of a DICOM folder's series (the one
+    ``series_uid`` chooses), or of a ``.dcm`` file; NaN for other formats or when the tag is
+    absent."""
     import SimpleITK as sitk
 
     path = Path(path)
     if path.is_dir():
         from ovfdlr.imaging import dicom_series_files
 
-        first = dicom_series_files(path)[0]
+        first = dicom_series_files(path, series_uid)[0]
     elif path.suffix.lower() == ".dcm":
         first = str(path)
     else:
@@ -186,7 +190,9 @@ class AcquisitionStage:
         }
 
     def __call__(self, task: CaseTask) -> dict[str, Any]:
-        return {"features": measure_acquisition(task.image, task.mask, task.mask_label)}
+        return {
+            "features": measure_acquisition(task.image, task.mask, task.mask_label, task.series_uid)
+        }
 
 
 def extract_acquisition(
