@@ -21,6 +21,18 @@ precisely, the reading time per case with and without the checks. ``--checks-onl
 everything else.
 
     python benchmarks/bench_radiomics.py --n 12 --n-timed 12 --checks-repeats 5 --checks-only
+
+``--engines`` compares the radiomics engines on the same ``--n-timed`` cases in one run:
+PyRadiomics and the native engine, each in a fresh process on one core (SimpleITK limited to
+one thread), steady state (one warm-up case first, so numba's compilation is not counted), for
+``ct-vertebra.yaml`` and for its Original-only cut (same settings and classes, no filters); then
+each engine through ``extract_radiomics --jobs 2`` (wall time per case). Peak memory is each
+process's largest resident set. The native engine's compile time is measured separately: a
+fresh process with an empty numba cache, then one with the cache filled (first case minus a
+steady-state case). ``--profile`` adds the native engine's profile (cProfile, one core),
+grouped by step. ``--engines-only`` skips everything else.
+
+    python benchmarks/bench_radiomics.py --n 12 --n-timed 12 --engines --profile --engines-only
 """
 
 from __future__ import annotations
@@ -42,7 +54,8 @@ import psutil
 
 from ovfdlr import imaging, integrity
 from ovfdlr.cohort import load_manifest
-from ovfdlr.radiomics import _extractor, extract_radiomics, load_params
+from ovfdlr.engines.pyradiomics import extractor as pyradiomics_extractor
+from ovfdlr.radiomics import extract_radiomics, load_params
 from ovfdlr.synthetic import generate_cohort
 
 
@@ -99,7 +112,9 @@ def input_checks_cost(cases, params, repeats: int) -> dict:
             imaging._INPUT_CHECKS = checks
             forget_checks()
             start = time.perf_counter()
-            result = extract_radiomics(cases, params, cache_dir=False, jobs=1, progress=False)
+            result = extract_radiomics(
+                cases, params, cache_dir=False, jobs=1, progress=False, engine="pyradiomics"
+            )
             stage[checks].append(time.perf_counter() - start)
             assert result.failed == 0, result.errors
     imaging._INPUT_CHECKS = True
@@ -145,6 +160,181 @@ def print_checks_cost(cost: dict) -> None:
     )
 
 
+ORIGINAL_ONLY = "original"
+
+
+def engine_params(which: str) -> dict:
+    """``ct-vertebra.yaml``, or its Original-only cut (``original``)."""
+    params = load_params()
+    if which == ORIGINAL_ONLY:
+        params = dict(params, imageType={"Original": {}})
+    return params
+
+
+def engine_worker(engine: str, manifest: Path, n: int, which: str) -> dict:
+    """In this (fresh) process: one warm-up case, then the other cases one by one, one core."""
+    import resource
+
+    import SimpleITK as sitk
+
+    from ovfdlr.radiomics import extract, make_engine
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    cases = load_manifest(manifest).iloc[:n]
+    params = engine_params(which)
+    start = time.perf_counter()
+    runner = make_engine(engine, params)
+    first = cases.iloc[0]
+    extract(first.image, first.mask, params, int(first.mask_label), engine=runner)
+    first_seconds = time.perf_counter() - start
+    seconds = []
+    for case in cases.iloc[1:].itertuples(index=False):
+        start = time.perf_counter()
+        extract(case.image, case.mask, params, int(case.mask_label), engine=runner)
+        seconds.append(time.perf_counter() - start)
+    return {
+        "first_case_seconds": first_seconds,
+        "per_case_seconds": seconds,
+        "median_seconds": float(np.median(seconds)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_worker(engine: str, manifest: Path, n: int, which: str, env: dict | None = None) -> dict:
+    command = [
+        sys.executable, __file__, "--engine-worker", engine, "--manifest", str(manifest),
+        "--n-timed", str(n), "--which", which,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_engines(cohort_dir: Path, cases, profile: bool) -> dict:
+    """The engine comparison of ``--engines`` (see the module docstring)."""
+    manifest = cohort_dir / "manifest.csv"
+    n = len(cases)
+    report: dict = {"cores": os.cpu_count(), "cases": n}
+    with tempfile.TemporaryDirectory() as numba_cache:
+        cold = run_worker("native", manifest, n, "full", {"NUMBA_CACHE_DIR": numba_cache})
+        warm = run_worker("native", manifest, n, "full", {"NUMBA_CACHE_DIR": numba_cache})
+    report["native compile"] = {
+        "first case, empty numba cache (s)": cold["first_case_seconds"],
+        "first case, numba cache filled (s)": warm["first_case_seconds"],
+        "steady-state case (s)": warm["median_seconds"],
+        "compile time (s)": cold["first_case_seconds"] - warm["first_case_seconds"],
+    }
+    for which in ("full", ORIGINAL_ONLY):
+        for engine in ("pyradiomics", "native"):
+            report[f"{engine} {which} 1 core"] = run_worker(engine, manifest, n, which)
+    for engine in ("pyradiomics", "native"):
+        params = engine_params("full")
+        result, seconds, memory = timed(
+            lambda engine=engine, params=params: extract_radiomics(
+                cases, params, cache_dir=False, jobs=2, progress=False, engine=engine
+            )
+        )
+        assert result.failed == 0, result.errors
+        report[f"{engine} full --jobs 2"] = {
+            "seconds": seconds,
+            "per_case_seconds": seconds / n,
+            "peak_rss_mb": max(memory.main, memory.worker) / 2**20,
+        }
+    if profile:
+        report["native profile"] = native_profile(cases)
+    return report
+
+
+# where the native engine's time goes, by the function that does the work
+PROFILE_GROUPS = {
+    "reading image + mask": ("imaging.py",),
+    "resampling": ("imageops.py:resample",),
+    "LoG": ("imageops.py:_log_images",),
+    "wavelet": ("imageops.py:_wavelet_images",),
+    "discretisation": ("imageops.py:discretize",),
+    "shape": ("shape.py",),
+    "first order": ("firstorder.py",),
+    "GLCM + GLDM + NGTDM": ("neighbourhood.py", "glcm.py", "gldm.py", "ngtdm.py"),
+    "GLRLM + GLSZM": ("runs_zones.py", "glrlm.py", "glszm.py"),
+}
+
+
+def native_profile(cases) -> dict:
+    """cProfile of the native engine on one core over the cases (after a warm-up case):
+    seconds per case of each group's outermost calls."""
+    import cProfile
+    import pstats
+
+    import SimpleITK as sitk
+
+    from ovfdlr.radiomics import extract, make_engine
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    params = engine_params("full")
+    runner = make_engine("native", params)
+    first = cases.iloc[0]
+    extract(first.image, first.mask, params, int(first.mask_label), engine=runner)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for case in cases.itertuples(index=False):
+        image = imaging.read_image(case.image)
+        mask = imaging.read_label_map(case.mask)
+        runner.extract(image, mask, int(case.mask_label))
+    profiler.disable()
+    total = (time.perf_counter() - start) / len(cases)
+    stats = pstats.Stats(profiler).stats
+    shares: dict[str, float] = {}
+    for group, needles in PROFILE_GROUPS.items():
+        seconds = 0.0
+        for (filename, _, function), (_, _, _, cumulative, callers) in stats.items():
+            where = f"{Path(filename).name}:{function}"
+            if not any(where.startswith(n) or Path(filename).name == n for n in needles):
+                continue
+            # outermost calls only: callers outside the group
+            inner = any(
+                any(
+                    f"{Path(c[0]).name}:{c[2]}".startswith(n) or Path(c[0]).name == n
+                    for n in needles
+                )
+                for c in callers
+            )
+            if not inner:
+                seconds += cumulative
+        shares[group] = seconds / len(cases)
+    shares["other"] = total - sum(shares.values())
+    shares["total"] = total
+    return shares
+
+
+def print_engines(report: dict) -> None:
+    n = report["cases"]
+    print(f"\nradiomics engines, {n} synthetic cases, cores: {report['cores']}")
+    print(f"{'run':40s} {'s/case':>8s} {'peak MB':>8s}")
+    for key, row in report.items():
+        if key.endswith("1 core") or key.endswith("--jobs 2"):
+            seconds = row.get("median_seconds", row.get("per_case_seconds"))
+            print(f"{key:40s} {seconds:8.3f} {row['peak_rss_mb']:8.0f}")
+    for which in ("full", ORIGINAL_ONLY):
+        ratio = (
+            report[f"pyradiomics {which} 1 core"]["median_seconds"]
+            / report[f"native {which} 1 core"]["median_seconds"]
+        )
+        target = 3 if which == "full" else 5
+        print(f"speed-up, {which}, one core: {ratio:.2f}x (target >= {target}x)")
+    ratio = (
+        report["pyradiomics full --jobs 2"]["seconds"] / report["native full --jobs 2"]["seconds"]
+    )
+    print(f"speed-up, full, --jobs 2: {ratio:.2f}x")
+    for key, value in report["native compile"].items():
+        print(f"native compile: {key:36s} {value:8.3f}")
+    if "native profile" in report:
+        print("native profile (s/case, one core):")
+        for key, value in report["native profile"].items():
+            print(f"  {key:24s} {value:8.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="cases for the cached rerun")
@@ -156,7 +346,17 @@ def main() -> None:
         "--checks-repeats", type=int, default=0, help="measure the input checks (>= 5 repeats)"
     )
     parser.add_argument("--checks-only", action="store_true", help="only the input checks")
+    parser.add_argument("--engines", action="store_true", help="compare the radiomics engines")
+    parser.add_argument("--engines-only", action="store_true", help="only the engines")
+    parser.add_argument("--profile", action="store_true", help="the native engine's profile")
+    parser.add_argument("--engine-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--which", default="full", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.engine_worker:
+        row = engine_worker(args.engine_worker, args.manifest, args.n_timed, args.which)
+        print(json.dumps(row))
+        return
     if args.checks_only and args.checks_repeats < 5:
         parser.error("--checks-only needs --checks-repeats 5 or more")
 
@@ -168,6 +368,13 @@ def main() -> None:
     timed_cases = cohort.iloc[: args.n_timed]
     params = load_params()
     rows = {}
+    if args.engines or args.engines_only:
+        engines = compare_engines(cohort_dir, timed_cases, args.profile)
+        print_engines(engines)
+        if args.engines_only:
+            if args.json:
+                args.json.write_text(json.dumps({"engines": engines}, indent=2))
+            return
     if args.checks_repeats:
         cost = input_checks_cost(timed_cases, params, args.checks_repeats)
         print_checks_cost(cost)
@@ -177,9 +384,7 @@ def main() -> None:
             return
 
     def plain_loop():
-        import json as _json
-
-        extractor = _extractor(_json.dumps(params, sort_keys=True, default=str))
+        extractor = pyradiomics_extractor(params)
         for case in timed_cases.itertuples(index=False):
             extractor.execute(case.image, case.mask, label=int(case.mask_label))
 

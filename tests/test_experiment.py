@@ -379,6 +379,23 @@ def test_bundle_round_trip_and_prediction(finished_run, tmp_path):
     )
     table, failures = predict(bundle, cohort.loc[train.index], cache_dir=False)
     assert failures.empty
+    # the bundle names its radiomics engine; predict computes only the radiomics features the
+    # model selected (those equal to the run's), the others are left missing and dropped by the
+    # model's selection, so the probabilities below are the run's all the same
+    from ovfdlr.predict import case_features, radiomics_columns, radiomics_needed
+
+    radiomics_set = bundle.record.feature_sets.radiomics
+    assert radiomics_set.engine == "native"
+    assert radiomics_set.engine_version.startswith("native ")
+    features, _ = case_features(bundle, cohort.loc[train.index], cache_dir=False)
+    needed = radiomics_needed(bundle)
+    assert 0 < len(needed) < len(radiomics_columns(bundle.record.input_columns))
+    run_features = pd.read_parquet(run / "features" / "radiomics.parquet")
+    pd.testing.assert_frame_equal(
+        features[needed], run_features.loc[features.index, needed], check_exact=True
+    )
+    skipped = [c for c in radiomics_columns(bundle.record.input_columns) if c not in needed]
+    assert features[skipped].isna().all().all()
     np.testing.assert_allclose(
         table[["p0", "p1", "p2"]].to_numpy(),
         train[["p0", "p1", "p2"]].to_numpy(),

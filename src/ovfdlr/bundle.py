@@ -111,6 +111,7 @@ class BundleInputs:
     training_cohort: str
     seed: int
     radiomics_params: dict[str, Any] | None = None
+    radiomics_engine: str = "native"
     morphometry_settings: dict[str, Any] | None = None
     deep: DeepSource | None = None
     acquisition: pd.DataFrame | None = None
@@ -152,7 +153,13 @@ def _write_feature_sets(inputs: BundleInputs, layout: BundleLayout) -> FeatureSe
     if inputs.radiomics_params is not None:
         params = yaml.safe_dump(inputs.radiomics_params, sort_keys=False)
         atomic_write_text(layout.radiomics_params, params)
-        sets.radiomics = RadiomicsSet(params=layout.RADIOMICS_PARAMS)
+        from ovfdlr.engines import engine_version
+
+        sets.radiomics = RadiomicsSet(
+            params=layout.RADIOMICS_PARAMS,
+            engine=inputs.radiomics_engine,
+            engine_version=engine_version(inputs.radiomics_engine),
+        )
     if inputs.morphometry_settings is not None:
         sets.morphometry = MorphometrySet(settings=dict(inputs.morphometry_settings))
     if inputs.deep is not None:

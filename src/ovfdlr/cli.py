@@ -502,6 +502,14 @@ def extract_radiomics_command(
         Path | None,
         typer.Option(help="PyRadiomics parameter file (YAML/JSON); default ct-vertebra.yaml."),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="native (ovfdlr's engine, the default) or pyradiomics (PyRadiomics itself, "
+            "installed with ovfdlr's optional extra 'pyradiomics'). Both give PyRadiomics' "
+            "names and values."
+        ),
+    ] = "native",
     jobs: JobsOption = 0,
     scheduler: SchedulerOption = None,
     cache: CacheOption = None,
@@ -512,9 +520,13 @@ def extract_radiomics_command(
     Diagnostics go to <out>.diagnostics.parquet, failed cases to errors.csv beside <out>.
     """
     from ovfdlr.preflight import check_extraction
-    from ovfdlr.radiomics import RadiomicsParamsError, extract_radiomics, load_params
+    from ovfdlr.radiomics import ENGINES, RadiomicsParamsError, extract_radiomics, load_params
 
-    _preflight(check_extraction(manifest, out, cache=cache, params=params, radiomics=True))
+    if engine not in ENGINES:
+        raise fail(f"--engine: unknown radiomics engine '{engine}' (known: {', '.join(ENGINES)})")
+    _preflight(
+        check_extraction(manifest, out, cache=cache, params=params, radiomics=True, engine=engine)
+    )
     try:
         parameters = load_params(params)
     except RadiomicsParamsError as exc:
@@ -522,7 +534,13 @@ def extract_radiomics_command(
     cache_dir = _check_outputs(out, cache)
     cohort = _load_cohort(manifest)
     result = _run_stage(
-        extract_radiomics, cohort, parameters, cache_dir=cache_dir, jobs=jobs, scheduler=scheduler
+        extract_radiomics,
+        cohort,
+        parameters,
+        cache_dir=cache_dir,
+        jobs=jobs,
+        scheduler=scheduler,
+        engine=engine,
     )
     _finish_extraction(result, out, "radiomics", allow_failures)
 

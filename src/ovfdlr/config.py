@@ -5,6 +5,7 @@ name: OVF deep learning radiomics
 manifest: cohort/manifest.csv          # relative paths are relative to this file
 radiomics:
   params: null                         # a PyRadiomics parameter file; default ct-vertebra.yaml
+  engine: native                       # native (default) | pyradiomics (ovfdlr[pyradiomics])
 labels: astlof                         # astlof | genant | binary | {scheme: custom, classes: ...}
 arms:                                  # each arm is a named feature set and its own models
   - name: radimagenet
@@ -248,6 +249,8 @@ class EvaluationConfig(Strict):
 
 class RadiomicsConfig(Strict):
     params: Path | None = None
+    # native: ovfdlr's engine (default); pyradiomics: PyRadiomics itself (ovfdlr[pyradiomics])
+    engine: Literal["native", "pyradiomics"] = "native"
 
 
 class ExperimentConfig(Strict):

@@ -150,6 +150,8 @@ def _versions() -> dict[str, str]:
         "scikit-learn",
         "SimpleITK",
         "pyradiomics-bhklab",
+        "numba",
+        "PyWavelets",
         "torch",
         "torchvision",
         "xgboost",
@@ -720,6 +722,7 @@ def _bundle_inputs(state: RunState, arm):
         training_cohort=config.cohorts.training,
         seed=config.seed,
         radiomics_params=load_params(config.radiomics.params) if arm.radiomics else None,
+        radiomics_engine=config.radiomics.engine,
         morphometry_settings=MorphometrySettings().__dict__ if arm.morphometry else None,
         deep=deep,
         acquisition=acquisition,
@@ -906,8 +909,12 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict:
                     state,
                     "radiomics",
                     {
-                        "settings": RadiomicsStage(params).cache_settings(),
-                        "extract": lambda: extract_radiomics(cohort, params, **common),
+                        "settings": RadiomicsStage(
+                            params, engine=config.radiomics.engine
+                        ).cache_settings(),
+                        "extract": lambda: extract_radiomics(
+                            cohort, params, engine=config.radiomics.engine, **common
+                        ),
                     },
                 )
             if any(a.morphometry for a in config.arms):

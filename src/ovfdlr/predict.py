@@ -99,6 +99,22 @@ def case_features(
     return job.result()
 
 
+def radiomics_columns(columns) -> list[str]:
+    """The radiomics feature names among ``columns`` (PyRadiomics' ``<image>_<class>_<name>``)."""
+    from ovfdlr.engines.catalogue import is_feature_name
+
+    return [c for c in columns if is_feature_name(c)]
+
+
+def radiomics_needed(bundle: Bundle) -> list[str]:
+    """The radiomics features the bundle's model selected (what ``predict`` computes)."""
+    record = bundle.record
+    if record.feature_sets.radiomics is None:
+        return []
+    selected = set(record.selected_features)
+    return [c for c in radiomics_columns(record.input_columns) if c in selected]
+
+
 def start_features(
     bundle: Bundle,
     cohort: pd.DataFrame,
@@ -180,6 +196,12 @@ class FeatureJob:
         features = fuse(tables)
         if features.empty:  # every case failed somewhere: the reasons say where
             return pd.DataFrame(columns=columns), error_frame
+        # radiomics columns the selection drops are not computed: missing values, which the
+        # model's column-wise steps (imputation, scaling) carry to the selector that drops them
+        skipped = set(radiomics_columns(self.bundle.record.input_columns)) - set(
+            radiomics_needed(self.bundle)
+        )
+        features = features.reindex(columns=[*features.columns, *sorted(skipped)])
         missing = [c for c in columns if c not in features.columns]
         if missing:
             raise BundleError(
@@ -215,14 +237,22 @@ def _feature_group(
         acquisition = extract_acquisition(
             cohort, cache_dir=cache_dir, jobs=jobs, progress=progress
         ).features
-    if "radiomics" in names:
-        from ovfdlr.radiomics import extract_radiomics, load_params
+    needed = radiomics_needed(bundle)
+    if "radiomics" in names and needed:
+        from ovfdlr.radiomics import extract_radiomics, load_params, params_for_features
 
+        # only the image types, classes and features the model's selected features come from,
+        # with the engine the model was trained with
         params = load_params(bundle.layout.file(sets.radiomics.params))
         result = extract_radiomics(
-            cohort, params, cache_dir=cache_dir, jobs=jobs, progress=progress
+            cohort,
+            params_for_features(params, needed),
+            cache_dir=cache_dir,
+            jobs=jobs,
+            progress=progress,
+            engine=sets.radiomics.engine,
         )
-        tables.append(result.features)
+        tables.append(result.features[needed])
         errors.append(result.errors)
     if "morphometry" in names:
         from ovfdlr.morphometry import MorphometrySettings, extract_morphometry

@@ -162,15 +162,31 @@ def weights(spec: str, option: str) -> list[Problem]:
     return []
 
 
-def radiomics_params(path: str | Path | None, option: str) -> list[Problem]:
+def radiomics_params(
+    path: str | Path | None, option: str, engine: str = "native", engine_option: str = "--engine"
+) -> list[Problem]:
     """Problems with a PyRadiomics parameter file (None: the packaged default), read and
-    validated as the radiomics stage reads it."""
-    from ovfdlr.radiomics import RadiomicsParamsError, load_params
+    validated as the radiomics stage reads it, and with the engine that is to compute it (a
+    setting it does not compute, or an engine that is not installed)."""
+    from ovfdlr.radiomics import (
+        EngineUnavailable,
+        RadiomicsParamsError,
+        UnsupportedSetting,
+        check_engine,
+        load_params,
+    )
 
     try:
-        load_params(path)
+        params = load_params(path)
     except RadiomicsParamsError as exc:
         return [_problem("radiomics-params", f"{option}: {exc}")]
+    try:
+        check_engine(engine, params)
+    except UnsupportedSetting as exc:
+        where = path if path is not None else "the default parameters"
+        return [_problem("radiomics-engine", f"{option}: {where}: {exc}")]
+    except EngineUnavailable as exc:
+        return [_problem("radiomics-engine", f"{engine_option} {engine}: {exc}")]
     return []
 
 
@@ -432,7 +448,12 @@ def check_experiment(
     cache = config.cache if config.cache is not None else default_cache_dir()
     problems += output_folder(cache, "cache", "a cache folder")
     if any(arm.radiomics for arm in config.arms):
-        problems += radiomics_params(config.radiomics.params, "radiomics.params")
+        problems += radiomics_params(
+            config.radiomics.params,
+            "radiomics.params",
+            config.radiomics.engine,
+            "radiomics.engine:",
+        )
     for i, arm in enumerate(config.arms):
         if arm.deep is not None:
             problems += weights(arm.deep.weights, f"arms.{i}.deep.weights ({arm.name})")
@@ -514,6 +535,7 @@ def check_extraction(
     cache: str | Path | None = None,
     params: str | Path | None = None,
     radiomics: bool = False,
+    engine: str = "native",
     weights_spec: str | None = None,
     labels: LabelScheme | None = None,
     training: str = "train",
@@ -530,7 +552,7 @@ def check_extraction(
     problems = output_file(out, "--out", "a Parquet file")
     problems += output_folder(cache if cache is not None else default_cache_dir(), "--cache")
     if radiomics:
-        problems += radiomics_params(params, "--params")
+        problems += radiomics_params(params, "--params", engine)
     if weights_spec is not None:
         problems += weights(weights_spec, "--weights")
     found, cohort = manifest(manifest_path, "MANIFEST", labels=labels, training=training)

@@ -1,45 +1,72 @@
 """PyRadiomics-compatible radiomics features behind one small interface.
 
 Callers use :func:`load_params` (a PyRadiomics parameter file, unchanged) and
-:func:`extract` (one case) or :func:`ovfdlr.extraction.extract_features` (a cohort). The engine
-that computes the numbers is PyRadiomics (``pyradiomics-bhklab``, import ``radiomics``); it sits
-behind :class:`Engine` so that a faster implementation can replace it without touching callers,
-as long as it returns PyRadiomics' names and values.
+:func:`extract` (one case) or :func:`extract_radiomics` (a cohort). The numbers come from an
+engine (:mod:`ovfdlr.engines`): ``native`` (default, ovfdlr's own implementation) or
+``pyradiomics`` (PyRadiomics itself, the optional extra ``ovfdlr[pyradiomics]``); both return
+PyRadiomics' names and values.
 
 Feature names are PyRadiomics': ``<imageType>_<featureClass>_<Feature>``, e.g.
 ``original_glcm_ClusterShade`` or ``wavelet-LLH_firstorder_Mean``. Every feature's formula is in
-the PyRadiomics documentation (https://pyradiomics.readthedocs.io/en/latest/features.html);
-docs/radiomics.md gives the settings ovfdlr uses for vertebral CT and why.
+the PyRadiomics documentation (https://pyradiomics.readthedocs.io/en/latest/features.html) and
+in the docstrings of :mod:`ovfdlr.engines.native`; docs/radiomics.md gives the settings ovfdlr
+uses for vertebral CT and why.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import importlib.resources
 import json
-import logging
 import multiprocessing
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 import yaml
 
 from ovfdlr import imaging
+from ovfdlr.engines import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    CaseError,
+    CaseFeatures,
+    Engine,
+    EngineUnavailable,
+    UnsupportedSetting,
+    check_engine,
+    engine_version,
+    make_engine,
+)
+from ovfdlr.engines.catalogue import SHAPE_CLASSES
+from ovfdlr.engines.params import ParamsError, resolve, validate
 
 DEFAULT_PARAMS_NAME = "ct-vertebra.yaml"
-PARAM_SECTIONS = ("setting", "imageType", "featureClass", "voxelSetting")
+RadiomicsParamsError = ParamsError
 
-
-class RadiomicsParamsError(ValueError):
-    """A parameter file that cannot be used; the message names the file and the key."""
-
-
-class CaseError(ValueError):
-    """A case whose features cannot be computed; the message names the case and the reason."""
+__all__ = [
+    "DEFAULT_ENGINE",
+    "ENGINES",
+    "CaseError",
+    "CaseFeatures",
+    "Engine",
+    "EngineUnavailable",
+    "RadiomicsParamsError",
+    "RadiomicsStage",
+    "UnsupportedSetting",
+    "check_engine",
+    "default_params_path",
+    "engine_version",
+    "extract",
+    "extract_radiomics",
+    "load_params",
+    "params_for_features",
+    "resolved_params",
+    "validate_params",
+]
 
 
 def default_params_path() -> Path:
@@ -47,22 +74,13 @@ def default_params_path() -> Path:
     return Path(str(importlib.resources.files("ovfdlr.params") / DEFAULT_PARAMS_NAME))
 
 
-def _radiomics():
-    import radiomics
-
-    # PyRadiomics logs every step at INFO and some notes at WARNING; ovfdlr reports failures itself.
-    radiomics.setVerbosity(logging.ERROR)
-    logging.getLogger("radiomics").setLevel(logging.ERROR)
-    return radiomics
-
-
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
     """Read and validate a PyRadiomics parameter file (YAML or JSON); default ``ct-vertebra.yaml``.
 
     Returns the parameter dict (sections ``setting``, ``imageType``, ``featureClass``). Raises
     :class:`RadiomicsParamsError` with one line naming the file and the offending key for a
-    missing file, a YAML error, an unknown section, image type, feature class or feature, or a
-    setting PyRadiomics' own schema rejects.
+    missing file, a YAML error, an unknown section, image type, feature class, feature or
+    setting, or a value PyRadiomics' schema rejects (:mod:`ovfdlr.engines.params`).
     """
     path = Path(path) if path is not None else default_params_path()
     if not path.is_file():
@@ -79,145 +97,68 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
 
 
 def validate_params(params: dict[str, Any], source: str = "parameters") -> dict[str, Any]:
-    """Check a parameter dict as PyRadiomics would, with messages that name the key."""
-    radiomics = _radiomics()
-    if not isinstance(params, dict):
-        raise RadiomicsParamsError(f"{source}: expected a mapping with setting / imageType / ...")
-    for key in params:
-        if key not in PARAM_SECTIONS:
-            raise RadiomicsParamsError(
-                f"{source}: unknown section '{key}' (expected {', '.join(PARAM_SECTIONS)})"
-            )
-    known_types = sorted(radiomics.getImageTypes())
-    for image_type in params.get("imageType") or {}:
-        if image_type not in known_types:
-            raise RadiomicsParamsError(
-                f"{source}: unknown image type 'imageType.{image_type}' "
-                f"(PyRadiomics knows {', '.join(known_types)})"
-            )
-    classes = radiomics.getFeatureClasses()
-    for name, features in (params.get("featureClass") or {}).items():
-        if name not in classes:
-            raise RadiomicsParamsError(
-                f"{source}: unknown feature class 'featureClass.{name}' "
-                f"(PyRadiomics knows {', '.join(sorted(classes))})"
-            )
-        known = classes[name].getFeatureNames()
-        if features is not None and not isinstance(features, list):
-            raise RadiomicsParamsError(
-                f"{source}: 'featureClass.{name}' must be a list of feature names or empty"
-            )
-        for feature in features or []:
-            if feature not in known:
-                raise RadiomicsParamsError(
-                    f"{source}: unknown feature 'featureClass.{name}.{feature}' "
-                    f"(class {name} has {', '.join(sorted(known))})"
-                )
-    import pykwalify.core
-    import pykwalify.errors
-
-    schema, functions = radiomics.getParameterValidationFiles()
-    pykwalify.core.log.setLevel(logging.CRITICAL)
-    try:
-        checked = pykwalify.core.Core(
-            source_data=copy.deepcopy(params), schema_files=[schema], extensions=[functions]
-        ).validate()
-    except pykwalify.errors.PyKwalifyException as exc:
-        detail = _schema_message(exc)
-        raise RadiomicsParamsError(f"{source}: {detail}") from exc
-    return checked
+    """Check a parameter dict as PyRadiomics' schema would, with messages that name the key."""
+    return validate(params, source)
 
 
-def _schema_message(exc: Exception) -> str:
-    """pykwalify's report in one line: "Key 'binWidht' was not defined. Path: '/setting'"."""
-    text = getattr(exc, "msg", None) or str(exc)
-    lines = [ln.strip(" -") for ln in str(text).splitlines() if ln.strip(" -")]
-    lines = [ln for ln in lines if "validation failed" not in ln.lower()]
-    return "; ".join(lines) or "rejected by the PyRadiomics parameter schema"
+def resolved_params(params: dict[str, Any], engine: str = DEFAULT_ENGINE) -> dict[str, Any]:
+    """The parameters as the engine applies them (defaults filled in) and the engine's name and
+    version. This is what the cache key hashes, so a changed default, or another engine, is a
+    changed key."""
+    resolved = resolve(params)
+    resolved["setting"].pop("label", None)  # per case: the manifest's mask_label
+    resolved["engine"] = engine_version(engine)
+    return resolved
 
 
-def resolved_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters as PyRadiomics will apply them: defaults filled in, every section present.
+_IMAGE_NAME = re.compile(r"^(?P<image>[^_]+)_(?P<cls>[A-Za-z0-9]+)_(?P<feature>.+)$")
+_LOG_NAME = re.compile(r"^log-sigma-(?P<sigma>[0-9-]+)-mm-3D$")
 
-    This is what the cache key hashes, so a changed default is a changed key.
+
+def params_for_features(params: dict[str, Any], columns: Iterable[str]) -> dict[str, Any]:
+    """The parameters cut down to what computes ``columns`` (PyRadiomics feature names) and
+    little else: only the image types, LoG sigmas, feature classes and features they name.
+
+    Used by ``predict``, which needs only a bundle's selected features. Every named column is
+    among the features the cut-down parameters produce (the full parameters' values, since each
+    image and class is computed independently); other columns of the same classes may come too.
     """
-    extractor = _extractor(json.dumps(params, sort_keys=True, default=str))
-    settings = dict(extractor.settings)
-    settings.pop("label", None)  # per case: the manifest's mask_label
-    return {
-        "setting": settings,
-        "imageType": extractor.enabledImagetypes,
-        "featureClass": extractor.enabledFeatures,
-        "engine": engine_version(),
-    }
-
-
-@functools.lru_cache(maxsize=8)
-def _extractor(params_json: str):
-    """One PyRadiomics extractor per parameter set and process (building one validates again)."""
-    from radiomics import featureextractor
-
-    _radiomics()
-    return featureextractor.RadiomicsFeatureExtractor(json.loads(params_json))
-
-
-def engine_version() -> str:
-    return f"pyradiomics {_radiomics().__version__}"
-
-
-@dataclass(frozen=True)
-class CaseFeatures:
-    """Feature values (float) and PyRadiomics diagnostics (text) of one case."""
-
-    features: dict[str, float]
-    diagnostics: dict[str, str]
-
-
-class Engine(Protocol):
-    """What a radiomics engine provides: PyRadiomics names and values for one image and mask."""
-
-    def extract(self, image: sitk.Image, mask: sitk.Image, label: int) -> CaseFeatures: ...
-
-
-class PyRadiomicsEngine:
-    """The PyRadiomics ``RadiomicsFeatureExtractor`` behind the :class:`Engine` interface."""
-
-    def __init__(self, params: dict[str, Any]):
-        self.params = params
-        self._extractor = _extractor(json.dumps(params, sort_keys=True, default=str))
-
-    def extract(self, image: sitk.Image, mask: sitk.Image, label: int) -> CaseFeatures:
-        settings = self._extractor.settings
-        flat = image.GetDimension() != 3 or min(image.GetSize()) < 2
-        if flat and not settings.get("force2D"):
-            raise CaseError(
-                f"image is {image.GetDimension()}-D (size {tuple(image.GetSize())}) but the "
-                "parameters configure 3-D features; set setting.force2D: true for "
-                "slice-wise features"
+    resolved = resolve(params)
+    types = {name.lower(): name for name in resolved["imageType"]}
+    wanted_types: dict[str, dict[str, Any]] = {}
+    wanted_classes: dict[str, list[str]] = {}
+    for column in columns:
+        match = _IMAGE_NAME.match(column)
+        if match is None:
+            raise ValueError(f"'{column}' is not a radiomics feature name")
+        image, cls, feature = match["image"], match["cls"], match["feature"]
+        wanted_classes.setdefault(cls, [])
+        if feature not in wanted_classes[cls]:
+            wanted_classes[cls].append(feature)
+        if cls in SHAPE_CLASSES:
+            continue
+        log = _LOG_NAME.match(image)
+        if log is not None:
+            custom = wanted_types.setdefault("LoG", dict(resolved["imageType"]["LoG"], sigma=[]))
+            sigma = next(
+                s
+                for s in resolved["imageType"]["LoG"].get("sigma", [])
+                if str(s).replace(".", "-") == log["sigma"]
             )
-        try:
-            result = self._extractor.execute(image, mask, label=int(label))
-        except ValueError as exc:
-            message = str(exc).splitlines()[0]
-            spacing = settings.get("resampledPixelSpacing")
-            if any(w in message.lower() for w in ("label", "mask", "roi", "bounding box")):
-                after = f" after resampling to {spacing} mm" if spacing else ""
-                raise CaseError(f"ROI of label {label} is not usable{after}: {message}") from exc
-            raise CaseError(f"PyRadiomics failed: {message}") from exc
-        features: dict[str, float] = {}
-        diagnostics: dict[str, str] = {}
-        for name, value in result.items():
-            if name.startswith("diagnostics_"):
-                diagnostics[name] = _as_text(value)
-            else:
-                features[name] = float(value)
-        return CaseFeatures(features, diagnostics)
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return str(value.tolist())
-    return str(value)
+            if sigma not in custom["sigma"]:
+                custom["sigma"].append(sigma)
+        else:
+            family = image.split("-")[0].rstrip("0123456789")
+            name = types[family]
+            wanted_types.setdefault(name, dict(resolved["imageType"][name]))
+    return {
+        "setting": dict(params.get("setting") or {}),
+        "imageType": wanted_types or {"Original": {}},
+        "featureClass": {
+            cls: wanted_classes[cls] for cls in resolved["featureClass"] if cls in wanted_classes
+        },
+        **({"voxelSetting": params["voxelSetting"]} if params.get("voxelSetting") else {}),
+    }
 
 
 def extract(
@@ -225,16 +166,18 @@ def extract(
     mask: str | Path | sitk.Image,
     params: dict[str, Any],
     label: int = 1,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
 ) -> CaseFeatures:
     """Radiomics features of one case: image and label map (paths or images) and a label.
 
-    Raises :class:`ovfdlr.imaging.ImageReadError` for unreadable files and :class:`CaseError`
-    for a 2-D image under 3-D settings or an ROI that is empty after resampling.
+    ``engine``: an engine, or its name (default ``native``). Raises
+    :class:`ovfdlr.imaging.ImageReadError` for unreadable files and :class:`CaseError` for a
+    2-D image under 3-D settings or an ROI that is empty after resampling.
     """
     image = image if isinstance(image, sitk.Image) else imaging.read_image(image)
     mask = mask if isinstance(mask, sitk.Image) else imaging.read_label_map(mask)
-    engine = engine if engine is not None else PyRadiomicsEngine(params)
+    if engine is None or isinstance(engine, str):
+        engine = make_engine(engine or DEFAULT_ENGINE, params)
     return engine.extract(image, mask, label)
 
 
@@ -250,16 +193,24 @@ class RadiomicsStage:
     params: dict[str, Any]
     threads: int = 0
     name: str = "radiomics"
+    engine: str = DEFAULT_ENGINE
 
     def cache_settings(self) -> dict[str, Any]:
-        return resolved_params(self.params)
+        return resolved_params(self.params, self.engine)
 
     def __call__(self, task) -> dict[str, Any]:
         if self.threads and multiprocessing.parent_process() is not None:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
         image = imaging.read_image(task.image, task.series_uid)
-        result = extract(image, task.mask, self.params, task.mask_label)
+        engine = _engine(self.engine, json.dumps(self.params, sort_keys=True, default=str))
+        result = extract(image, task.mask, self.params, task.mask_label, engine=engine)
         return {"features": result.features, "diagnostics": result.diagnostics}
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(name: str, params_json: str) -> Engine:
+    """One engine per engine name, parameter set and process."""
+    return make_engine(name, json.loads(params_json))
 
 
 def extract_radiomics(
@@ -270,10 +221,13 @@ def extract_radiomics(
     jobs: int | None = 1,
     scheduler: Any = None,
     progress: bool = True,
+    engine: str = DEFAULT_ENGINE,
 ):
     """Radiomics features of every case of a cohort (see :func:`ovfdlr.cohort.load_manifest`).
 
     ``cache_dir``: ``True`` (default) the user cache, a folder, or ``False`` for none.
+    ``engine``: ``native`` (default) or ``pyradiomics``; what it cannot compute is refused
+    before any case runs (:class:`UnsupportedSetting`, :class:`EngineUnavailable`).
 
     Returns an :class:`ovfdlr.extraction.ExtractionResult`: the feature table (index case_id,
     float64, PyRadiomics names), the diagnostics table and the failed cases with their reasons.
@@ -282,9 +236,10 @@ def extract_radiomics(
     from ovfdlr.parallel import available_cores, resolve_jobs
 
     params = load_params() if params is None else params
+    check_engine(engine, params)
     n_jobs = resolve_jobs(jobs) if scheduler is None else 1
     threads = max(1, available_cores() // n_jobs) if n_jobs > 1 else 0
-    stage = RadiomicsStage(params, threads=threads)
+    stage = RadiomicsStage(params, threads=threads, engine=engine)
     return extract_features(
         stage,
         tasks_from_cohort(cohort),

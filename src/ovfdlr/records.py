@@ -179,6 +179,10 @@ class ArmRecord(Labelled):
 
 class RadiomicsSet(Record):
     params: str  # file name in the bundle
+    # the engine the model was trained with ("<name>"; "<name> <version>"); bundles written
+    # before engines were recorded were all computed by PyRadiomics
+    engine: str = "pyradiomics"
+    engine_version: str | None = None
 
 
 class MorphometrySet(Record):
