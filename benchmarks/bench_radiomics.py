@@ -30,7 +30,8 @@ each engine through ``extract_radiomics --jobs 2`` (wall time per case). Peak me
 process's largest resident set. The native engine's compile time is measured separately: a
 fresh process with an empty numba cache, then one with the cache filled (first case minus a
 steady-state case). ``--profile`` adds the native engine's profile (cProfile, one core),
-grouped by step. ``--engines-only`` skips everything else.
+grouped by step. One more row: the native engine with two threads in one process (its kernels
+release the GIL). ``--engines-only`` skips everything else.
 
     python benchmarks/bench_radiomics.py --n 12 --n-timed 12 --engines --profile --engines-only
 """
@@ -171,21 +172,23 @@ def engine_params(which: str) -> dict:
     return params
 
 
-def engine_worker(engine: str, manifest: Path, n: int, which: str) -> dict:
-    """In this (fresh) process: one warm-up case, then the other cases one by one, one core."""
+def engine_worker(engine: str, manifest: Path, n: int, which: str, threads: int = 1) -> dict:
+    """In this (fresh) process: one warm-up case, then the other cases one by one, on one core
+    (``threads`` > 1: the native engine's threads and SimpleITK's)."""
     import resource
 
     import SimpleITK as sitk
 
     from ovfdlr.radiomics import extract, make_engine
 
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     cases = load_manifest(manifest).iloc[:n]
     params = engine_params(which)
     start = time.perf_counter()
-    runner = make_engine(engine, params)
+    options = {"threads": threads} if engine == "native" else {}
+    runner = make_engine(engine, params, **options)
     first = cases.iloc[0]
-    extract(first.image, first.mask, params, int(first.mask_label), engine=runner)
+    extract(first["image"], first["mask"], params, int(first["mask_label"]), engine=runner)
     first_seconds = time.perf_counter() - start
     seconds = []
     for case in cases.iloc[1:].itertuples(index=False):
@@ -200,10 +203,12 @@ def engine_worker(engine: str, manifest: Path, n: int, which: str) -> dict:
     }
 
 
-def run_worker(engine: str, manifest: Path, n: int, which: str, env: dict | None = None) -> dict:
+def run_worker(
+    engine: str, manifest: Path, n: int, which: str, env: dict | None = None, threads: int = 1
+) -> dict:
     command = [
         sys.executable, __file__, "--engine-worker", engine, "--manifest", str(manifest),
-        "--n-timed", str(n), "--which", which,
+        "--n-timed", str(n), "--which", which, "--threads", str(threads),
     ]  # fmt: skip
     done = subprocess.run(
         command, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
@@ -228,6 +233,7 @@ def compare_engines(cohort_dir: Path, cases, profile: bool) -> dict:
     for which in ("full", ORIGINAL_ONLY):
         for engine in ("pyradiomics", "native"):
             report[f"{engine} {which} 1 core"] = run_worker(engine, manifest, n, which)
+    report["native full 2 threads"] = run_worker("native", manifest, n, "full", threads=2)
     for engine in ("pyradiomics", "native"):
         params = engine_params("full")
         result, seconds, memory = timed(
@@ -274,7 +280,7 @@ def native_profile(cases) -> dict:
     params = engine_params("full")
     runner = make_engine("native", params)
     first = cases.iloc[0]
-    extract(first.image, first.mask, params, int(first.mask_label), engine=runner)
+    extract(first["image"], first["mask"], params, int(first["mask_label"]), engine=runner)
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
@@ -313,7 +319,7 @@ def print_engines(report: dict) -> None:
     print(f"\nradiomics engines, {n} synthetic cases, cores: {report['cores']}")
     print(f"{'run':40s} {'s/case':>8s} {'peak MB':>8s}")
     for key, row in report.items():
-        if key.endswith("1 core") or key.endswith("--jobs 2"):
+        if key.endswith(("1 core", "--jobs 2", "2 threads")):
             seconds = row.get("median_seconds", row.get("per_case_seconds"))
             print(f"{key:40s} {seconds:8.3f} {row['peak_rss_mb']:8.0f}")
     for which in ("full", ORIGINAL_ONLY):
@@ -352,9 +358,12 @@ def main() -> None:
     parser.add_argument("--engine-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--which", default="full", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_worker:
-        row = engine_worker(args.engine_worker, args.manifest, args.n_timed, args.which)
+        row = engine_worker(
+            args.engine_worker, args.manifest, args.n_timed, args.which, args.threads
+        )
         print(json.dumps(row))
         return
     if args.checks_only and args.checks_repeats < 5:

@@ -252,7 +252,7 @@ def _feature_group(
             progress=progress,
             engine=sets.radiomics.engine,
         )
-        tables.append(result.features[needed])
+        tables.append(result.features.reindex(columns=needed))  # no columns if all failed
         errors.append(result.errors)
     if "morphometry" in names:
         from ovfdlr.morphometry import MorphometrySettings, extract_morphometry
