@@ -119,3 +119,15 @@ def test_the_record_is_what_the_installed_pyradiomics_gives(synthetic, recorded)
         cases, load_params(), engine="pyradiomics", cache_dir=False, jobs=1, progress=False
     ).features
     pd.testing.assert_frame_equal(live, recorded.loc[live.index], check_exact=True)
+
+
+def test_original_alone_resamples_only_the_roi_box_and_gives_the_same_values(synthetic, native):
+    """With the Original image type alone the engine interpolates only the ROI's box: the
+    values are those of the whole resampled grid, to the last bit."""
+    params = load_params()
+    params["imageType"] = {"Original": {}}
+    alone = extract_radiomics(
+        synthetic, params, engine="native", cache_dir=False, jobs=1, progress=False
+    ).features
+    assert alone.shape == (50, 107)
+    pd.testing.assert_frame_equal(alone, native[alone.columns], check_exact=True)

@@ -80,7 +80,9 @@ class NativeEngine:
     ) -> CaseFeatures:
         original_spacing, original_size = image.GetSpacing(), image.GetSize()
         mask = imageops.label_mask(mask, label)
-        image, mask, same_grid = imageops.prepare(image, mask, settings, label)
+        # Original alone reads no voxel outside the ROI's box: resample only that box
+        roi_only = set(self._image_types) == {"Original"}
+        image, mask, same_grid = imageops.prepare(image, mask, settings, label, roi_only)
         box, corrected = imageops.check_mask(image, mask, settings, label, same_grid)
         if corrected is not None:
             mask = corrected

@@ -285,12 +285,15 @@ def _resample(
     mode: int,
     lo: float,
     hi: float,
+    window: np.ndarray,
 ) -> bool:
-    """Every output voxel; False where ITK would read before its coefficient buffer."""
+    """Every output voxel in ``window`` (z0, z1, y0, y1, x0, x1: half-open index ranges; the
+    grid, and so each voxel's arithmetic, is the whole output's); False where ITK would read
+    before its coefficient buffer."""
     nz_in, ny_in, nx_in = c.shape
     flat = c.reshape(-1)
     sxy = ny_in * nx_in
-    nz, ny, nx = out.shape
+    nx = out.shape[2]
     size_x = float(nx)
     lower = -0.5
     upper_x = float(nx_in - 1) + 0.5
@@ -312,8 +315,8 @@ def _resample(
     gwz = np.zeros((_GROUP, 4))
     gi = np.empty(_GROUP, dtype=np.int64)
     acc = np.empty(_GROUP)
-    for k in range(nz):
-        for j in range(ny):
+    for k in range(window[0], window[1]):
+        for j in range(window[2], window[3]):
             # continuous input index of output (0, j, k) and of (size_x, j, k)
             for e in range(2):
                 i0 = 0.0 if e == 0 else size_x
@@ -339,7 +342,7 @@ def _resample(
             zc = start[2]
             count = 0
             rows_stale = True
-            for i in range(nx):
+            for i in range(window[4], window[5]):
                 alpha = float(i) / size_x
                 x = start[0] + alpha * vec[0]
                 if not fixed_yz:
@@ -424,9 +427,13 @@ def resample_bspline(
     spacing: Sequence[float],
     direction: Sequence[float],
     pixel_id: int,
+    window: Sequence[int] | None = None,
 ) -> np.ndarray | None:
     """``image`` resampled with cubic B-splines onto the grid ``size``/``origin``/``spacing``/
     ``direction``, as the (z, y, x) array of ``pixel_id``; None when not reproducible here.
+
+    ``window`` (z0, z1, y0, y1, x0, x1, half-open): compute only those voxels (the others are
+    0); each is the value the whole grid gives it, bit for bit.
 
     Equal, voxel for voxel, to ``sitk.ResampleImageFilter`` with ``SetSize(size)``,
     ``SetOutputOrigin(origin)``, ``SetOutputSpacing(spacing)``, ``SetOutputDirection(direction)``,
@@ -451,7 +458,12 @@ def resample_bspline(
     _, p_in = _matrices(image.GetSpacing(), image.GetDirection())
     coefficients = values.astype(np.float64)  # ImageAlgorithm::Copy: static_cast<double>
     _coefficients(coefficients, _POLE, _HORIZON)
-    out = np.empty((int(size[2]), int(size[1]), int(size[0])), dtype=dtype)
+    shape = (int(size[2]), int(size[1]), int(size[0]))
+    if window is None:
+        out = np.empty(shape, dtype=dtype)
+        window = (0, shape[0], 0, shape[1], 0, shape[2])
+    else:
+        out = np.zeros(shape, dtype=dtype)
     ok = _resample(
         coefficients,
         out,
@@ -462,5 +474,6 @@ def resample_bspline(
         mode,
         lo,
         hi,
+        np.asarray(window, dtype=np.int64),
     )
     return out if ok else None

@@ -108,7 +108,11 @@ def crop(
 
 
 def resample(
-    image: sitk.Image, mask: sitk.Image, settings: dict[str, Any], label: int
+    image: sitk.Image,
+    mask: sitk.Image,
+    settings: dict[str, Any],
+    label: int,
+    roi_only: bool = False,
 ) -> tuple[sitk.Image, sitk.Image]:
     """Resample image and mask to ``resampledPixelSpacing`` over the ROI plus ``padDistance``.
 
@@ -118,7 +122,9 @@ def resample(
     new spacing), clipped to the image, with its first voxel centred half a new voxel in from
     the corner; the image is interpolated with ``interpolator``, the mask nearest-neighbour.
     When the spacing is already the target, the mask is put on the image's grid and both are
-    cropped instead.
+    cropped instead. ``roi_only``: only the voxels of the ROI's bounding box on the new grid
+    are interpolated (the others are 0), for the features that read no voxel outside it (the
+    Original image type alone); those voxels are the same.
     """
     target = np.array(setting(settings, "resampledPixelSpacing"), dtype=float)
     interpolator = setting(settings, "interpolator")
@@ -159,19 +165,37 @@ def resample(
         interpolator = getattr(sitk, interpolator)
     if interpolator == sitk.sitkBSpline:
         # ITK's cubic B-spline resampling re-done in numba, the same voxels (bspline.py)
+        nearest = sitk.ResampleImageFilter()
+        nearest.SetOutputSpacing(target.tolist())
+        nearest.SetOutputDirection(mask.GetDirection())
+        nearest.SetSize(new_size)
+        nearest.SetOutputOrigin(origin)
+        nearest.SetOutputPixelType(mask.GetPixelID())
+        nearest.SetInterpolator(sitk.sitkNearestNeighbor)
+        resampled_mask = nearest.Execute(mask)
+        window = None
+        if roi_only:
+            roi = sitk.GetArrayViewFromImage(resampled_mask) == label
+            window = []
+            for axis in range(3):  # z, y, x
+                others = tuple(a for a in range(3) if a != axis)
+                present = np.flatnonzero(roi.any(axis=others))
+                window += [int(present[0]), int(present[-1]) + 1] if present.size else [0, 0]
         array = resample_bspline(
-            image, new_size, origin, target.tolist(), mask.GetDirection(), image.GetPixelID()
+            image,
+            new_size,
+            origin,
+            target.tolist(),
+            mask.GetDirection(),
+            image.GetPixelID(),
+            window,
         )
         if array is not None:
             resampled = sitk.GetImageFromArray(array)
             resampled.SetOrigin(origin)
             resampled.SetSpacing(target.tolist())
             resampled.SetDirection(mask.GetDirection())
-            nearest = sitk.ResampleImageFilter()
-            nearest.SetReferenceImage(resampled)
-            nearest.SetOutputPixelType(mask.GetPixelID())
-            nearest.SetInterpolator(sitk.sitkNearestNeighbor)
-            return resampled, nearest.Execute(mask)
+            return resampled, resampled_mask
     resampler = sitk.ResampleImageFilter()
     resampler.SetOutputSpacing(target.tolist())
     resampler.SetOutputDirection(mask.GetDirection())
@@ -266,17 +290,22 @@ def _check_box(box: np.ndarray, count: int, settings: dict[str, Any]) -> None:
 
 
 def prepare(
-    image: sitk.Image, mask: sitk.Image, settings: dict[str, Any], label: int
+    image: sitk.Image,
+    mask: sitk.Image,
+    settings: dict[str, Any],
+    label: int,
+    roi_only: bool = False,
 ) -> tuple[sitk.Image, sitk.Image, bool]:
     """Normalise, then resample or pre-crop, as PyRadiomics' ``loadImage`` does; and whether
-    the mask is now on the image's grid by construction (resampled or cropped with it)."""
+    the mask is now on the image's grid by construction (resampled or cropped with it).
+    ``roi_only``: see :func:`resample`."""
     if setting(settings, "normalize"):
         image = normalize(image, settings)
     if (
         setting(settings, "interpolator") is not None
         and setting(settings, "resampledPixelSpacing") is not None
     ):
-        return *resample(image, mask, settings, label), True
+        return *resample(image, mask, settings, label, roi_only), True
     if setting(settings, "preCrop"):
         box, corrected = check_mask(image, mask, settings, label)
         if corrected is not None:
