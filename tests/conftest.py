@@ -25,6 +25,16 @@ def _private_cache(tmp_path_factory):
     os.environ["OVFDLR_CACHE"] = str(tmp_path_factory.mktemp("ovfdlr-cache"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _native_kernels_compiled():
+    """Compile (first run on a machine) or load the native radiomics engine's numba kernels
+    once, in this process, before any test starts worker processes: otherwise each worker of
+    a fresh checkout would compile them at the same time (about 25 s of CPU each)."""
+    from ovfdlr.engines.native import warm_up
+
+    warm_up()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()

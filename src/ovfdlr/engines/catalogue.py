@@ -9,6 +9,8 @@ table against the installed PyRadiomics (``tests/test_engines.py``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 IMAGE_TYPES: tuple[str, ...] = (
     "Original",
     "Wavelet",
@@ -177,12 +179,21 @@ def is_feature_name(column: str) -> bool:
     return len(parts) == 3 and parts[1] in FEATURES and parts[2] in FEATURES[parts[1]]
 
 
-def enabled_features(feature_class: str, names: list[str] | None) -> list[str]:
-    """The features a parameter file's ``featureClass.<cls>`` entry enables, in column order.
+def resolve_names(names: Iterable[str] | None, feature_names: Mapping[str, bool]) -> list[str]:
+    """The features to compute, in column order: ``names`` in the order given (each must exist,
+    else ``LookupError``, as PyRadiomics' ``enableFeatureByName``), or every non-deprecated one
+    in PyRadiomics' alphabetical order when None or empty (its ``execute`` enables all features
+    when none is enabled)."""
+    chosen = list(dict.fromkeys(names or []))
+    if not chosen:
+        return [name for name, deprecated in feature_names.items() if not deprecated]
+    for name in chosen:
+        if name not in feature_names:
+            raise LookupError(f"Feature not found: {name}")
+    return chosen
 
-    An empty entry enables every non-deprecated feature (in PyRadiomics' alphabetical order);
-    a list enables exactly those names, in the order given (as PyRadiomics does).
-    """
-    if names:
-        return list(dict.fromkeys(names))
-    return [name for name, deprecated in FEATURES[feature_class].items() if not deprecated]
+
+def enabled_features(feature_class: str, names: Iterable[str] | None) -> list[str]:
+    """The features a parameter file's ``featureClass.<cls>`` entry enables, in column order
+    (:func:`resolve_names` on the class's features)."""
+    return resolve_names(names, FEATURES[feature_class])

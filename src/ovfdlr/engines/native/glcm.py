@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from ovfdlr.engines.catalogue import FEATURES
 from ovfdlr.engines.native.neighbourhood import (
     NeighbourhoodMatrices,
     neighbourhood_matrices_for,
@@ -80,36 +81,7 @@ from ovfdlr.engines.native.neighbourhood import (
 __all__ = ["FEATURE_NAMES", "compute", "features_from_matrices", "glcm_probabilities"]
 
 #: PyRadiomics' ``RadiomicsGLCM.getFeatureNames()``: name -> deprecated.
-FEATURE_NAMES: dict[str, bool] = {
-    "Autocorrelation": False,
-    "ClusterProminence": False,
-    "ClusterShade": False,
-    "ClusterTendency": False,
-    "Contrast": False,
-    "Correlation": False,
-    "DifferenceAverage": False,
-    "DifferenceEntropy": False,
-    "DifferenceVariance": False,
-    "Dissimilarity": True,
-    "Homogeneity1": True,
-    "Homogeneity2": True,
-    "Id": False,
-    "Idm": False,
-    "Idmn": False,
-    "Idn": False,
-    "Imc1": False,
-    "Imc2": False,
-    "InverseVariance": False,
-    "JointAverage": False,
-    "JointEnergy": False,
-    "JointEntropy": False,
-    "MCC": False,
-    "MaximumProbability": False,
-    "SumAverage": False,
-    "SumEntropy": False,
-    "SumSquares": False,
-    "SumVariance": True,
-}
+FEATURE_NAMES: dict[str, bool] = FEATURES["glcm"]  # PyRadiomics' names, deprecated flags
 
 EPS = np.spacing(1)
 

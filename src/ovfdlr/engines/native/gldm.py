@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ovfdlr.engines.catalogue import FEATURES
 from ovfdlr.engines.native.neighbourhood import (
     NeighbourhoodMatrices,
     neighbourhood_matrices_for,
@@ -52,24 +53,7 @@ from ovfdlr.engines.native.neighbourhood import (
 __all__ = ["FEATURE_NAMES", "compute", "features_from_matrices"]
 
 #: PyRadiomics' ``RadiomicsGLDM.getFeatureNames()``: name -> deprecated.
-FEATURE_NAMES: dict[str, bool] = {
-    "DependenceEntropy": False,
-    "DependenceNonUniformity": False,
-    "DependenceNonUniformityNormalized": False,
-    "DependencePercentage": True,
-    "DependenceVariance": False,
-    "GrayLevelNonUniformity": False,
-    "GrayLevelNonUniformityNormalized": True,
-    "GrayLevelVariance": False,
-    "HighGrayLevelEmphasis": False,
-    "LargeDependenceEmphasis": False,
-    "LargeDependenceHighGrayLevelEmphasis": False,
-    "LargeDependenceLowGrayLevelEmphasis": False,
-    "LowGrayLevelEmphasis": False,
-    "SmallDependenceEmphasis": False,
-    "SmallDependenceHighGrayLevelEmphasis": False,
-    "SmallDependenceLowGrayLevelEmphasis": False,
-}
+FEATURE_NAMES: dict[str, bool] = FEATURES["gldm"]  # PyRadiomics' names, deprecated flags
 
 
 class _Coefficients:

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ovfdlr.engines.catalogue import FEATURES
 from ovfdlr.engines.native.runs_zones import (
     drop_absent_levels,
     drop_empty,
@@ -61,24 +62,7 @@ from ovfdlr.engines.native.runs_zones import (
 __all__ = ["FEATURE_NAMES", "compute"]
 
 #: PyRadiomics' ``RadiomicsGLRLM.getFeatureNames()``: name -> deprecated.
-FEATURE_NAMES: dict[str, bool] = {
-    "GrayLevelNonUniformity": False,
-    "GrayLevelNonUniformityNormalized": False,
-    "GrayLevelVariance": False,
-    "HighGrayLevelRunEmphasis": False,
-    "LongRunEmphasis": False,
-    "LongRunHighGrayLevelEmphasis": False,
-    "LongRunLowGrayLevelEmphasis": False,
-    "LowGrayLevelRunEmphasis": False,
-    "RunEntropy": False,
-    "RunLengthNonUniformity": False,
-    "RunLengthNonUniformityNormalized": False,
-    "RunPercentage": False,
-    "RunVariance": False,
-    "ShortRunEmphasis": False,
-    "ShortRunHighGrayLevelEmphasis": False,
-    "ShortRunLowGrayLevelEmphasis": False,
-}
+FEATURE_NAMES: dict[str, bool] = FEATURES["glrlm"]  # PyRadiomics' names, deprecated flags
 
 
 def _angle_weights(angles: np.ndarray, spacing_zyx: np.ndarray, norm: str) -> np.ndarray:

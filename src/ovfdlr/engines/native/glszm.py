@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ovfdlr.engines.catalogue import FEATURES
 from ovfdlr.engines.native.runs_zones import (
     drop_absent_levels,
     drop_empty,
@@ -52,24 +53,7 @@ from ovfdlr.engines.native.runs_zones import (
 __all__ = ["FEATURE_NAMES", "compute"]
 
 #: PyRadiomics' ``RadiomicsGLSZM.getFeatureNames()``: name -> deprecated.
-FEATURE_NAMES: dict[str, bool] = {
-    "GrayLevelNonUniformity": False,
-    "GrayLevelNonUniformityNormalized": False,
-    "GrayLevelVariance": False,
-    "HighGrayLevelZoneEmphasis": False,
-    "LargeAreaEmphasis": False,
-    "LargeAreaHighGrayLevelEmphasis": False,
-    "LargeAreaLowGrayLevelEmphasis": False,
-    "LowGrayLevelZoneEmphasis": False,
-    "SizeZoneNonUniformity": False,
-    "SizeZoneNonUniformityNormalized": False,
-    "SmallAreaEmphasis": False,
-    "SmallAreaHighGrayLevelEmphasis": False,
-    "SmallAreaLowGrayLevelEmphasis": False,
-    "ZoneEntropy": False,
-    "ZonePercentage": False,
-    "ZoneVariance": False,
-}
+FEATURE_NAMES: dict[str, bool] = FEATURES["glszm"]  # PyRadiomics' names, deprecated flags
 
 
 class _Matrix:

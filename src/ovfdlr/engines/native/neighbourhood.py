@@ -68,6 +68,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from ovfdlr.engines.catalogue import resolve_names
+
 __all__ = [
     "NeighbourhoodMatrices",
     "angle_settings",
@@ -113,19 +115,6 @@ def roi_gray_levels(binned: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, i
     if levels[0] < 1:
         raise ValueError(f"binned gray levels inside the mask must be >= 1, got {levels[0]}")
     return levels.astype(np.int64), int(levels[-1])
-
-
-def resolve_names(names: Iterable[str] | None, feature_names: Mapping[str, bool]) -> list[str]:
-    """The features to compute: ``names`` (each must exist, else ``LookupError`` as
-    ``enableFeatureByName``), or every non-deprecated one when None or empty (``execute``
-    enables all features when none is enabled)."""
-    chosen = [] if names is None else list(names)
-    if not chosen:
-        return [name for name, deprecated in feature_names.items() if not deprecated]
-    for name in chosen:
-        if name not in feature_names:
-            raise LookupError(f"Feature not found: {name}")
-    return chosen
 
 
 def angle_settings(settings: Mapping[str, Any]) -> tuple[np.ndarray, bool, int]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ovfdlr.engines.catalogue import FEATURES
 from ovfdlr.engines.native.neighbourhood import (
     NeighbourhoodMatrices,
     neighbourhood_matrices_for,
@@ -39,13 +40,7 @@ from ovfdlr.engines.native.neighbourhood import (
 __all__ = ["FEATURE_NAMES", "compute", "features_from_matrices"]
 
 #: PyRadiomics' ``RadiomicsNGTDM.getFeatureNames()``: name -> deprecated.
-FEATURE_NAMES: dict[str, bool] = {
-    "Busyness": False,
-    "Coarseness": False,
-    "Complexity": False,
-    "Contrast": False,
-    "Strength": False,
-}
+FEATURE_NAMES: dict[str, bool] = FEATURES["ngtdm"]  # PyRadiomics' names, deprecated flags
 
 
 class _Coefficients:

@@ -31,11 +31,13 @@ element (tests/test_native_runs_zones.py compares them on random arrays).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numba
 import numpy as np
+
+from ovfdlr.engines.catalogue import resolve_names
 
 __all__ = [
     "Roi",
@@ -56,29 +58,16 @@ OUTSIDE = -1
 def generate_angles(
     shape: tuple[int, ...], *, bidirectional: bool, force2d: bool, force2d_dimension: int
 ) -> np.ndarray:
-    """PyRadiomics' distance-1 angles for an array of ``shape`` (``cmatrices.c`` build_angles).
+    """PyRadiomics' distance-1 angles for an array of ``shape``, ``(Na, Nd)`` in its order
+    (:func:`ovfdlr.engines.native.neighbourhood.generate_angles`: offsets along a dimension of
+    size 1, and along ``force2d_dimension`` under ``force2d``, left out). Raises
+    ``RuntimeError`` when no angle is left, as PyRadiomics' C code does."""
+    from ovfdlr.engines.native.neighbourhood import generate_angles as angles_for
 
-    Returns an ``(Na, Nd)`` int array in PyRadiomics' order. Offsets along a dimension of size 1
-    and, when ``force2d``, along ``force2d_dimension`` are left out (a ``force2d_dimension``
-    outside ``0..Nd-1`` excludes nothing, as in PyRadiomics). One-directional keeps the half
-    whose first non-zero offset is +1. Raises ``RuntimeError`` when no angle is left.
-    """
-    nd = len(shape)
-    excluded = int(force2d_dimension) if force2d else -1
-    angles = []
-    # Lexicographically decreasing over {1, 0, -1}^nd, as the C code's offset counter runs.
-    for flat in range(3**nd):
-        offset = [1 - (flat // 3 ** (nd - 1 - d)) % 3 for d in range(nd)]
-        if not any(offset):
-            continue
-        if any(o != 0 and (d == excluded or shape[d] <= 1) for d, o in enumerate(offset)):
-            continue
-        angles.append(offset)
-    if not bidirectional:
-        angles = angles[: len(angles) // 2]
-    if not angles:
-        raise RuntimeError("Error getting angle count.")
-    return np.array(angles, dtype=np.int64).reshape(len(angles), nd)
+    try:
+        return angles_for(tuple(shape), [1], bidirectional, force2d, force2d_dimension)
+    except ValueError as exc:
+        raise RuntimeError("Error getting angle count.") from exc
 
 
 def segment_settings(settings: Mapping[str, Any]) -> tuple[bool, int]:
@@ -107,17 +96,6 @@ def drop_empty(array: np.ndarray, empty: np.ndarray, axis: int) -> np.ndarray:
     bit-identical to PyRadiomics'.
     """
     return np.delete(array, np.where(empty), axis)
-
-
-def resolve_names(names: Iterable[str] | None, feature_names: Mapping[str, bool]) -> list[str]:
-    """The features to compute: ``names`` (checked), or every non-deprecated one when None."""
-    if names is None:
-        return [name for name, deprecated in feature_names.items() if not deprecated]
-    chosen = list(names)
-    for name in chosen:
-        if name not in feature_names:
-            raise LookupError(f"Feature not found: {name}")
-    return chosen
 
 
 @numba.njit(cache=True, nogil=True)

@@ -69,30 +69,14 @@ from typing import Any
 import numba
 import numpy as np
 
+from ovfdlr.engines.catalogue import FEATURES
+
 from .mesh_tables import TRI_TABLE, VERT_LIST
 
 __all__ = ["FEATURE_NAMES", "compute", "mesh_coefficients"]
 
 #: PyRadiomics' ``RadiomicsShape.getFeatureNames()``: name -> deprecated?
-FEATURE_NAMES: dict[str, bool] = {
-    "Compactness1": True,
-    "Compactness2": True,
-    "Elongation": False,
-    "Flatness": False,
-    "LeastAxisLength": False,
-    "MajorAxisLength": False,
-    "Maximum2DDiameterColumn": False,
-    "Maximum2DDiameterRow": False,
-    "Maximum2DDiameterSlice": False,
-    "Maximum3DDiameter": False,
-    "MeshVolume": False,
-    "MinorAxisLength": False,
-    "SphericalDisproportion": True,
-    "Sphericity": False,
-    "SurfaceArea": False,
-    "SurfaceVolumeRatio": False,
-    "VoxelVolume": False,
-}
+FEATURE_NAMES: dict[str, bool] = FEATURES["shape"]  # PyRadiomics' names, deprecated flags
 
 # Corners (bit k of the cube index) and the edge vertices PyRadiomics stores per cube for the
 # diameters: edge 6 (corners 7-6), 7 (7-4) and 11 (3-7) all touch corner 7, which is never set

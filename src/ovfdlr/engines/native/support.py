@@ -12,20 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ovfdlr.engines import catalogue
 from ovfdlr.engines.base import UnsupportedSetting
 from ovfdlr.engines.params import resolve
 
 FEATURE_CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
-IMAGE_TYPES = (
-    "Original",
-    "Wavelet",
-    "LoG",
-    "Square",
-    "SquareRoot",
-    "Logarithm",
-    "Exponential",
-    "Gradient",
-)
+# every image type but the local binary patterns (PyRadiomics' LBP2D, LBP3D)
+IMAGE_TYPES = tuple(name for name in catalogue.IMAGE_TYPES if not name.startswith("LBP"))
 _ELSEWHERE = "(use --engine pyradiomics, or engine: pyradiomics in the config)"
 
 
