@@ -32,8 +32,9 @@ the native engine's compiled kernels loaded), so peak minus start is what the ca
 native engine's compile time is measured separately: a fresh process with an empty numba
 cache, then one with the cache filled (first case minus a steady-state case). ``--profile``
 adds the native engine's profile (cProfile, one core), grouped by step. One more row: the
-native engine with two threads in one process (its kernels release the GIL).
-``--engines-only`` skips everything else.
+native engine with two threads in one process (its kernels release the GIL). ``--ibsi`` adds
+the ibsi engine (MIRP) on the Original image with the same resampling and bin width (IBSI's 3-D
+aggregations), to set against the Original-only rows. ``--engines-only`` skips everything else.
 
     python benchmarks/bench_radiomics.py --n 12 --n-timed 12 --engines --profile --engines-only
 """
@@ -164,13 +165,25 @@ def print_checks_cost(cost: dict) -> None:
 
 
 ORIGINAL_ONLY = "original"
+IBSI_ORIGINAL = "ibsi-original"
 
 
 def engine_params(which: str) -> dict:
-    """``ct-vertebra.yaml``, or its Original-only cut (``original``)."""
+    """``ct-vertebra.yaml``, its Original-only cut (``original``), or the same for the ibsi
+    engine (``ibsi-original``: 1 mm B-spline resampling, 25 HU bins, all classes; the
+    PyRadiomics-only settings left out, IBSI's 3-D aggregations)."""
     params = load_params()
     if which == ORIGINAL_ONLY:
         params = dict(params, imageType={"Original": {}})
+    if which == IBSI_ORIGINAL:
+        setting = params["setting"]
+        params = {
+            "imageType": {"Original": {}},
+            "featureClass": params["featureClass"],
+            "setting": {
+                k: setting[k] for k in ("resampledPixelSpacing", "interpolator", "binWidth")
+            },
+        }
     return params
 
 
@@ -224,7 +237,7 @@ def run_worker(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def compare_engines(cohort_dir: Path, cases, profile: bool) -> dict:
+def compare_engines(cohort_dir: Path, cases, profile: bool, ibsi: bool = False) -> dict:
     """The engine comparison of ``--engines`` (see the module docstring)."""
     manifest = cohort_dir / "manifest.csv"
     n = len(cases)
@@ -242,6 +255,8 @@ def compare_engines(cohort_dir: Path, cases, profile: bool) -> dict:
         for engine in ("pyradiomics", "native"):
             report[f"{engine} {which} 1 core"] = run_worker(engine, manifest, n, which)
     report["native full 2 threads"] = run_worker("native", manifest, n, "full", threads=2)
+    if ibsi:
+        report[f"ibsi {IBSI_ORIGINAL} 1 core"] = run_worker("ibsi", manifest, n, IBSI_ORIGINAL)
     for engine in ("pyradiomics", "native"):
         params = engine_params("full")
         result, seconds, memory = timed(
@@ -364,6 +379,7 @@ def main() -> None:
     parser.add_argument("--engines", action="store_true", help="compare the radiomics engines")
     parser.add_argument("--engines-only", action="store_true", help="only the engines")
     parser.add_argument("--profile", action="store_true", help="the native engine's profile")
+    parser.add_argument("--ibsi", action="store_true", help="also the ibsi engine (MIRP)")
     parser.add_argument("--engine-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--which", default="full", help=argparse.SUPPRESS)
@@ -387,7 +403,7 @@ def main() -> None:
     params = load_params()
     rows = {}
     if args.engines or args.engines_only:
-        engines = compare_engines(cohort_dir, timed_cases, args.profile)
+        engines = compare_engines(cohort_dir, timed_cases, args.profile, args.ibsi)
         print_engines(engines)
         if args.engines_only:
             if args.json:

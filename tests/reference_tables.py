@@ -95,7 +95,10 @@ def differences(reference: Path, run: Path) -> list[str]:
                 x, y = a.to_numpy(np.float64), b.to_numpy(np.float64)
                 same = np.isclose(x, y, rtol=RTOL, atol=1e-12) | (np.isnan(x) & np.isnan(y))
             else:
-                same = (a.astype(str) == b.astype(str)).to_numpy()
+                # missing on both sides is the same, whichever dtype pandas read it as
+                same = (a.astype(str) == b.astype(str)).to_numpy() | (
+                    a.isna() & b.isna()
+                ).to_numpy()
             if not same.all():
                 row = int(np.flatnonzero(~same)[0])
                 found.append(

@@ -115,13 +115,14 @@ def test_pyradiomics_engine_without_the_extra_names_it(tmp_path):
         f"app(['extract', 'radiomics', {str(manifest)!r}, '--out', "
         f"{str(tmp_path / 'f.parquet')!r}, '--engine', 'pyradiomics'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    run = {"capture_output": True, "encoding": "utf-8", "errors": "replace"}
+    done = subprocess.run([sys.executable, "-c", script], **run)
     assert done.returncode == 1
     output = done.stdout + done.stderr
     assert "pip install 'ovfdlr[pyradiomics]'" in output and "Traceback" not in output
     # the native engine (the default) needs no PyRadiomics
     script = script.replace(", '--engine', 'pyradiomics'", "")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], **run)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(pd.read_parquet(tmp_path / "f.parquet").columns) == 1130
 

@@ -115,7 +115,12 @@ def test_the_record_is_what_the_installed_pyradiomics_gives(synthetic, recorded)
     live = extract_radiomics(
         cases, load_params(), engine="pyradiomics", cache_dir=False, jobs=1, progress=False
     ).features
-    pd.testing.assert_frame_equal(live, recorded.loc[live.index], check_exact=True)
+    pd.testing.assert_frame_equal(
+        live,
+        recorded.loc[live.index],
+        check_exact=True,
+        check_index_type=False,  # object or string ids, as the pandas version reads them
+    )
 
 
 def test_original_alone_resamples_only_the_roi_box_and_gives_the_same_values(synthetic, native):

@@ -180,7 +180,12 @@ def write_run(run: Path) -> Path:
         name="report",
         seed=0,
         config_sha256="ab" * 32,
-        versions={"ovfdlr": "0.1.0", "numpy": np.__version__, "pandas": pd.__version__},
+        versions={
+            "ovfdlr": "0.1.0",
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "radiomics engine": "native 0.1.0",
+        },
         manifest=ManifestRef(path="cohort/manifest.csv", sha256="cd" * 32, cases=150),
         data_sha256="ef" * 32,
         stages=[
@@ -784,3 +789,42 @@ def test_tables_in_view_and_cohort_order():
         "prospective",
         "(all)",
     ]
+
+
+def test_metadata_names_the_radiomics_engine_and_its_compliance(run_dir, html):
+    """The run's radiomics engine, its version (as run.json recorded it) and what it complies
+    with; the ibsi engine's agreement table and tags appear only for an ibsi run."""
+    from ovfdlr.engines import COMPLIANCE
+
+    versions = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["versions"]
+    assert versions["radiomics engine"].startswith("native ")
+    metadata = section(html, "metadata")
+    assert "<h3>Radiomics engine</h3>" in metadata
+    assert f"<strong>native</strong> ({versions['radiomics engine']})" in metadata
+    assert escape(COMPLIANCE["native"]) in metadata
+    assert "IBSI tag of every radiomics column" not in metadata
+
+
+def test_ibsi_run_metadata_prints_the_agreement_and_the_tags(tmp_path):
+    """For a run with engine: ibsi, the metadata carry IBSI's agreement table (the shipped
+    measurement) and each radiomics column's IBSI tag."""
+    from ovfdlr.engines import ibsi_agreement
+    from ovfdlr.layout import RunLayout
+    from ovfdlr.report.context import radiomics_engine
+    from ovfdlr.report.reading import RunFolder
+
+    layout = RunLayout(tmp_path)
+    layout.config.write_text(
+        yaml.safe_dump({"radiomics": {"engine": "ibsi"}, "arms": [{"name": "r"}]})
+    )
+    tags = layout.feature_table("radiomics").with_name("radiomics.ibsi_tags.csv")
+    tags.parent.mkdir(parents=True)
+    tags.write_text("feature,ibsi_tag\noriginal_glcm_ClusterShade_3D_avg,cm_clust_shade_3D_avg\n")
+    manifest = {
+        "arms": {"r": {"feature_sets": ["radiomics"]}},
+        "versions": {"radiomics engine": "ibsi mirp 2.7.0"},
+    }
+    found = radiomics_engine(RunFolder(tmp_path, tmp_path), manifest)
+    assert found["engine"] == "ibsi" and found["version"] == "ibsi mirp 2.7.0"
+    assert len(found["agreement"].rows) == len(ibsi_agreement())
+    assert found["tags"].rows == [["original_glcm_ClusterShade_3D_avg", "cm_clust_shade_3D_avg"]]

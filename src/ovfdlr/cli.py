@@ -506,8 +506,9 @@ def extract_radiomics_command(
         str,
         typer.Option(
             help="native (ovfdlr's engine, the default) or pyradiomics (PyRadiomics itself, "
-            "installed with ovfdlr's optional extra 'pyradiomics'). Both give PyRadiomics' "
-            "names and values."
+            "ovfdlr's optional extra 'pyradiomics'): PyRadiomics' names and values; ibsi "
+            "(IBSI-compliant, MIRP, the optional extra 'ibsi'; its IBSI tags are written to "
+            "<out>.ibsi_tags.csv)."
         ),
     ] = "native",
     jobs: JobsOption = 0,
@@ -515,7 +516,7 @@ def extract_radiomics_command(
     cache: CacheOption = None,
     allow_failures: AllowFailuresOption = False,
 ) -> None:
-    """PyRadiomics features of every vertebra, with PyRadiomics' names and values.
+    """Radiomics features of every vertebra: PyRadiomics' names and values, or IBSI's.
 
     Diagnostics go to <out>.diagnostics.parquet, failed cases to errors.csv beside <out>.
     """

@@ -5,7 +5,7 @@ name: OVF deep learning radiomics
 manifest: cohort/manifest.csv          # relative paths are relative to this file
 radiomics:
   params: null                         # a PyRadiomics parameter file; default ct-vertebra.yaml
-  engine: native                       # native (default) | pyradiomics (ovfdlr[pyradiomics])
+  engine: native                       # native (default) | pyradiomics | ibsi (optional extras)
 labels: astlof                         # astlof | genant | binary | {scheme: custom, classes: ...}
 arms:                                  # each arm is a named feature set and its own models
   - name: radimagenet
@@ -249,8 +249,9 @@ class EvaluationConfig(Strict):
 
 class RadiomicsConfig(Strict):
     params: Path | None = None
-    # native: ovfdlr's engine (default); pyradiomics: PyRadiomics itself (ovfdlr[pyradiomics])
-    engine: Literal["native", "pyradiomics"] = "native"
+    # native: ovfdlr's engine (default); pyradiomics: PyRadiomics itself (ovfdlr[pyradiomics]);
+    # ibsi: IBSI-compliant features (ovfdlr[ibsi])
+    engine: Literal["native", "pyradiomics", "ibsi"] = "native"
 
 
 class ExperimentConfig(Strict):

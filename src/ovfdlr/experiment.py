@@ -140,7 +140,7 @@ class RunState:
         )
 
 
-def _versions() -> dict[str, str]:
+def _versions(config=None) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     names = [
@@ -165,6 +165,13 @@ def _versions() -> dict[str, str]:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "not installed"
+    if config is not None and any(arm.radiomics for arm in config.arms):
+        from ovfdlr.engines import EngineUnavailable, engine_version
+
+        try:  # the engine that computed the radiomics features: "native 0.1.0", "ibsi mirp 2.7.0"
+            found["radiomics engine"] = engine_version(config.radiomics.engine)
+        except EngineUnavailable:
+            found["radiomics engine"] = f"{config.radiomics.engine} (not installed)"
     return found
 
 
@@ -763,7 +770,7 @@ def _write_run_json(
         name=config.name,
         seed=config.seed,
         config_sha256=stable_hash(dump_config(config)),
-        versions=_versions(),
+        versions=_versions(config),
         manifest=ManifestRef(
             path=str(config.manifest),
             sha256=manifest_sha256,

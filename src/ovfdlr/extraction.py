@@ -72,6 +72,8 @@ class ExtractionResult:
     computed: int = 0
     cached: int = 0
     damaged: int = 0
+    # each feature column's IBSI tag (columns feature, ibsi_tag), for an IBSI-compliant engine
+    ibsi_tags: pd.DataFrame | None = None
 
     @property
     def failed(self) -> int:
@@ -238,12 +240,26 @@ def diagnostics_path(out: str | Path) -> Path:
     return out.with_name(out.name.removesuffix(".parquet") + ".diagnostics.parquet")
 
 
+def ibsi_tags_path(out: str | Path) -> Path:
+    """``<features>.ibsi_tags.csv`` beside a feature table."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".parquet") + ".ibsi_tags.csv")
+
+
 def write_tables(result: ExtractionResult, out: str | Path) -> dict[str, Path]:
     """Write features to ``out`` (Parquet) and the diagnostics beside it (when there are any;
-    a stale diagnostics file from an earlier run is removed)."""
+    a stale diagnostics file from an earlier run is removed), and the IBSI tags of the columns
+    (``<features>.ibsi_tags.csv``: feature, ibsi_tag) when the engine gives them."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = {"features": out}
+    tags = ibsi_tags_path(out)
+    if result.ibsi_tags is not None:
+        table = result.ibsi_tags
+        atomic_write(tags, lambda temporary: table.to_csv(temporary, index=False))
+        written["ibsi_tags"] = tags
+    else:
+        tags.unlink(missing_ok=True)
     diagnostics = diagnostics_path(out)
     if result.diagnostics.shape[1]:  # first: the features table marks the pair complete
         atomic_write(diagnostics, result.diagnostics.astype("string").to_parquet)

@@ -107,10 +107,14 @@ def radiomics_columns(columns) -> list[str]:
 
 
 def radiomics_needed(bundle: Bundle) -> list[str]:
-    """The radiomics features the bundle's model selected (what ``predict`` computes)."""
+    """The radiomics features the bundle's model selected (what ``predict`` computes); for an
+    engine whose column names are not PyRadiomics' (``ibsi``), every one of them is computed,
+    so none is skipped."""
     record = bundle.record
     if record.feature_sets.radiomics is None:
         return []
+    if record.feature_sets.radiomics.engine == "ibsi":
+        return list(record.input_columns)
     selected = set(record.selected_features)
     return [c for c in radiomics_columns(record.input_columns) if c in selected]
 
@@ -238,7 +242,8 @@ def _feature_group(
             cohort, cache_dir=cache_dir, jobs=jobs, progress=progress
         ).features
     needed = radiomics_needed(bundle)
-    if "radiomics" in names and needed:
+    whole = sets.radiomics is not None and sets.radiomics.engine == "ibsi"
+    if "radiomics" in names and (needed or whole):
         from ovfdlr.radiomics import extract_radiomics, load_params, params_for_features
 
         # only the image types, classes and features the model's selected features come from,
@@ -246,13 +251,14 @@ def _feature_group(
         params = load_params(bundle.layout.file(sets.radiomics.params))
         result = extract_radiomics(
             cohort,
-            params_for_features(params, needed),
+            params if whole else params_for_features(params, needed),
             cache_dir=cache_dir,
             jobs=jobs,
             progress=progress,
             engine=sets.radiomics.engine,
         )
-        tables.append(result.features.reindex(columns=needed))  # no columns if all failed
+        # (no columns when every case failed)
+        tables.append(result.features if whole else result.features.reindex(columns=needed))
         errors.append(result.errors)
     if "morphometry" in names:
         from ovfdlr.morphometry import MorphometrySettings, extract_morphometry

@@ -240,7 +240,7 @@ def extract_radiomics(
     n_jobs = resolve_jobs(jobs) if scheduler is None else 1
     threads = max(1, available_cores() // n_jobs) if n_jobs > 1 else 0
     stage = RadiomicsStage(params, threads=threads, engine=engine)
-    return extract_features(
+    result = extract_features(
         stage,
         tasks_from_cohort(cohort),
         cache_dir=cache_dir,
@@ -248,3 +248,8 @@ def extract_radiomics(
         scheduler=scheduler,
         progress=progress,
     )
+    if engine == "ibsi":
+        from ovfdlr.engines.ibsi import ibsi_tags
+
+        result.ibsi_tags = ibsi_tags(result.features.columns)
+    return result

@@ -5,6 +5,8 @@
   compiler to install.
 - ``pyradiomics``: PyRadiomics itself (the optional extra ``ovfdlr[pyradiomics]``), the
   reference the native engine is tested against.
+- ``ibsi``: IBSI-compliant features computed by MIRP (the optional extra ``ovfdlr[ibsi]``;
+  :mod:`ovfdlr.engines.ibsi`), held to IBSI's reference values.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ovfdlr.engines.base import (
     UnsupportedSetting,
 )
 
-ENGINES = ("native", "pyradiomics")
+ENGINES = ("native", "pyradiomics", "ibsi")
 DEFAULT_ENGINE = "native"
 
 __all__ = [
@@ -51,6 +53,10 @@ def make_engine(name: str, params: dict[str, Any], **options: Any) -> Engine:
         from ovfdlr.engines.pyradiomics import PyRadiomicsEngine
 
         return PyRadiomicsEngine(params)
+    if name == "ibsi":
+        from ovfdlr.engines.ibsi import IBSIEngine
+
+        return IBSIEngine(params)
     from ovfdlr.engines.native import NativeEngine
 
     return NativeEngine(params, **options)
@@ -63,6 +69,10 @@ def engine_version(name: str) -> str:
         from ovfdlr.engines.pyradiomics import version
 
         return version()
+    if name == "ibsi":
+        from ovfdlr.engines.ibsi import version
+
+        return version()
     from ovfdlr.engines.native import version
 
     return version()
@@ -71,11 +81,54 @@ def engine_version(name: str) -> str:
 def check_engine(name: str, params: dict[str, Any]) -> None:
     """Refuse early (before any case runs) what the engine cannot do with these parameters."""
     _check_name(name)
+    if params.get("ibsi") and name != "ibsi":
+        raise UnsupportedSetting(
+            f"ibsi: the section of IBSI settings is read by the ibsi engine only, not by {name} "
+            "(use --engine ibsi, or engine: ibsi in the config)"
+        )
     if name == "pyradiomics":
         from ovfdlr.engines.pyradiomics import load
 
+        load()
+    elif name == "ibsi":
+        from ovfdlr.engines.ibsi import check_supported, load
+
+        check_supported(params)
         load()
     else:
         from ovfdlr.engines.native.support import check_supported
 
         check_supported(params)
+
+
+COMPLIANCE = {
+    "native": (
+        "PyRadiomics-compatible: PyRadiomics' feature definitions and values (1,130 features "
+        "held equal to PyRadiomics'), which are not IBSI-compliant in every respect (resampling "
+        "grid, bin edges counted from 0, kurtosis not excess, 2-D aggregation, some morphology); "
+        "see docs/radiomics.md"
+    ),
+    "pyradiomics": (
+        "PyRadiomics itself: not IBSI-compliant in every respect (resampling grid, bin edges "
+        "counted from 0, kurtosis not excess, 2-D aggregation, some morphology); see "
+        "docs/radiomics.md"
+    ),
+    "ibsi": (
+        "IBSI 1-compliant (MIRP): every IBSI 1 reference value with a consensus for the CT "
+        "phantom (configurations A, B, D, E) and the digital phantom reproduced within IBSI's "
+        "tolerance; the agreement per configuration and family is below"
+    ),
+}
+
+
+def ibsi_agreement():
+    """The ibsi engine's agreement with IBSI 1's reference values of the CT phantom, per
+    configuration and family (``configuration, family, agree, total``), as measured by
+    ``tests/test_ibsi_engine.py`` (which holds this shipped table to its measurement)."""
+    import importlib.resources
+
+    import pandas as pd
+
+    path = importlib.resources.files("ovfdlr.params") / "ibsi-agreement.csv"
+    with path.open(encoding="utf-8") as handle:
+        return pd.read_csv(handle)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ovfdlr.engines.catalogue import FEATURES, IMAGE_TYPES
 
-SECTIONS = ("setting", "imageType", "featureClass", "voxelSetting")
+SECTIONS = ("setting", "imageType", "featureClass", "voxelSetting", "ibsi")
 
 INTERPOLATORS = (
     "sitkNearestNeighbor",
@@ -207,6 +207,7 @@ def validate(params: Any, source: str = "parameters") -> dict[str, Any]:
     for key in params:
         if key not in SECTIONS:
             raise ParamsError(f"{source}: unknown section '{key}' (expected {', '.join(SECTIONS)})")
+    # ``ibsi``: what IBSI defines beyond PyRadiomics' settings, checked by the ibsi engine
     for section in SECTIONS:
         value = params.get(section)
         if value is not None and not isinstance(value, dict):
@@ -273,11 +274,14 @@ def resolve(params: dict[str, Any]) -> dict[str, Any]:
         name: dict(custom or {}) for name, custom in (params.get("imageType") or {}).items()
     } or {"Original": {}}
     classes = params.get("featureClass") or {name: None for name in FEATURES if name != "shape2D"}
-    return {
+    resolved = {
         "setting": settings,
         "imageType": image_types,
         "featureClass": {name: list(features or []) for name, features in classes.items()},
     }
+    if params.get("ibsi"):
+        resolved["ibsi"] = dict(params["ibsi"])
+    return resolved
 
 
 def setting(settings: dict[str, Any], key: str) -> Any:

@@ -610,7 +610,45 @@ def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
         "failed_cases": manifest.get("failed_cases", 0),
         "errors": errors,
         "log": run.link(run.layout.run_log) if run.layout.run_log.is_file() else None,
+        "radiomics": radiomics_engine(run, manifest),
     }
+
+
+def radiomics_engine(run: RunFolder, manifest: dict) -> dict[str, Any] | None:
+    """The radiomics engine of the run (None when no arm used radiomics): its name and version,
+    its compliance (PyRadiomics-compatible, or IBSI 1 with the agreement table per configuration
+    and family) and, for the ibsi engine, each feature column's IBSI tag."""
+    import yaml
+
+    from ovfdlr.engines import COMPLIANCE, ibsi_agreement
+    from ovfdlr.extraction import ibsi_tags_path
+
+    arms = (manifest.get("arms") or {}).values()
+    if not any("radiomics" in (arm.get("feature_sets") or []) for arm in arms):
+        return None
+    config = yaml.safe_load(run.layout.config.read_text(encoding="utf-8")) or {}
+    versions = manifest.get("versions") or {}
+    features = run.layout.feature_table("radiomics")
+    engine = str((config.get("radiomics") or {}).get("engine", "native"))
+    out: dict[str, Any] = {
+        "engine": engine,
+        "version": str(versions.get("radiomics engine", fmt.MISSING)),
+        "compliance": COMPLIANCE.get(engine, fmt.MISSING),
+        "agreement": None,
+        "tags": None,
+    }
+    if engine == "ibsi":
+        agreement = ibsi_agreement()
+        out["agreement"] = Table(
+            ["configuration", "family", "agree", "total"],
+            [[str(v) for v in row] for row in agreement.itertuples(index=False)],
+            run.write_table("ibsi_agreement", agreement),
+        )
+        tags_path = ibsi_tags_path(features)
+        if tags_path.is_file():
+            tags = run.read_csv(tags_path, dtype=str, keep_default_na=False)
+            out["tags"] = Table(["feature", "ibsi_tag"], tags.values.tolist(), run.link(tags_path))
+    return out
 
 
 def _in_cohort_order(frame: pd.DataFrame, axis: str, training: str) -> pd.DataFrame:
