@@ -20,7 +20,13 @@ import SimpleITK as sitk
 import yaml
 
 from ovfdlr.engines.base import EngineUnavailable, UnsupportedSetting
-from ovfdlr.engines.ibsi import IBSIEngine, check_supported, column_tag, ibsi_tags
+from ovfdlr.engines.ibsi import (
+    IBSIEngine,
+    check_supported,
+    column_tag,
+    diagnostic_values,
+    ibsi_tags,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "src" / "ovfdlr" / "params"
@@ -116,9 +122,11 @@ def _report(name: str, table: pd.DataFrame, seconds: float) -> float:
     return share
 
 
-def _by_tag(features: dict[str, float]) -> dict[str, float]:
+def _by_tag(features: dict[str, float], diagnostics: dict[str, str]) -> dict[str, float]:
+    """The features and the IBSI diagnostic values of a case, by IBSI tag."""
     tags = ibsi_tags(features)
-    return dict(zip(tags["ibsi_tag"], (features[c] for c in tags["feature"]), strict=True))
+    values = dict(zip(tags["ibsi_tag"], (features[c] for c in tags["feature"]), strict=True))
+    return values | diagnostic_values(diagnostics)
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +139,15 @@ CONFIGS = ("a", "b", "d", "e")
 
 
 def _extract_one(config: str) -> tuple[dict[str, float], float]:
-    """One configuration's features of the CT phantom and the extraction's seconds."""
+    """One configuration's values of the CT phantom by IBSI tag (features and diagnostic
+    values) and the extraction's seconds."""
     phantom = _read(CT / "ct_phantom_image.nii.gz"), _read(CT / "ct_phantom_mask.nii.gz")
     params = yaml.safe_load((PARAMS / f"ibsi-config-{config}.yaml").read_text())
     engine = IBSIEngine(params)
     start = time.perf_counter()
     result = engine.extract(*phantom, label=1)
-    return result.features, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return (result.features, result.diagnostics), seconds
 
 
 def _extract_config(config: str, ct_phantom) -> tuple[dict[str, float], float]:
@@ -153,8 +163,9 @@ def _extract_config(config: str, ct_phantom) -> tuple[dict[str, float], float]:
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_ct_phantom_configuration(config, ct_phantom):
-    features, seconds = _extract_config(config, ct_phantom)
-    table = _compare(_by_tag(features), _reference(CT / f"ibsi_1_ct_config_{config}.csv"))
+    (features, diagnostics), seconds = _extract_config(config, ct_phantom)
+    values = _by_tag(features, diagnostics)
+    table = _compare(values, _reference(CT / f"ibsi_1_ct_config_{config}.csv"))
     share = _report(f"IBSI 1 CT phantom, configuration {config.upper()}", table, seconds)
     assert share >= THRESHOLDS[config]
 
@@ -168,14 +179,15 @@ def test_digital_phantom():
         label=1,
     )
     table = _compare(
-        _by_tag(result.features), _reference(DIGITAL / "ibsi_1_digital_phantom_reference.csv")
+        _by_tag(result.features, result.diagnostics),
+        _reference(DIGITAL / "ibsi_1_digital_phantom_reference.csv"),
     )
     _report("IBSI 1 digital phantom", table, time.perf_counter() - start)
     assert table["agrees"].all(), table[~table["agrees"]].to_string()
 
 
 def test_names_and_tags(ct_phantom):
-    features, _ = _extract_config("d", ct_phantom)
+    (features, diagnostics), _ = _extract_config("d", ct_phantom)
     tags = ibsi_tags(features)
     assert list(tags.columns) == ["feature", "ibsi_tag"]
     assert tags["ibsi_tag"].is_unique and len(tags) == len(features)
@@ -184,8 +196,10 @@ def test_names_and_tags(ct_phantom):
     assert column_tag("original_glszm_SmallAreaEmphasis_3D") == "szm_sze_3D"
     assert column_tag("original_firstorder_Kurtosis") == "stat_kurt"
     assert column_tag("original_ibsi_dzm_sde_3D") == "dzm_sde_3D"
-    assert "original_ibsi_mean_int_interp_img" in features
     assert all(isinstance(v, float) for v in features.values())
+    # IBSI's diagnostic values are provenance, in the diagnostics, never among the features
+    assert not any(c.endswith(("_img", "_roi")) for c in features)
+    assert "mean_int_interp_img" in diagnostic_values(diagnostics)
 
 
 @pytest.mark.parametrize(
@@ -244,8 +258,9 @@ def agreement_table(ct_phantom) -> pd.DataFrame:
     """Agreed and total reference values per configuration and family (the shipped table)."""
     rows = []
     for config in CONFIGS:
-        features, _ = _extract_config(config, ct_phantom)
-        table = _compare(_by_tag(features), _reference(CT / f"ibsi_1_ct_config_{config}.csv"))
+        (features, diagnostics), _ = _extract_config(config, ct_phantom)
+        values = _by_tag(features, diagnostics)
+        table = _compare(values, _reference(CT / f"ibsi_1_ct_config_{config}.csv"))
         for family, group in table.groupby("family", sort=False):
             rows.append(
                 {

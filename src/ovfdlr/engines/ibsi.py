@@ -35,9 +35,11 @@ Names: a feature PyRadiomics also has keeps PyRadiomics' name, ``original_<class
 (values are IBSI's: e.g. ``original_firstorder_Kurtosis`` is IBSI's excess kurtosis, PyRadiomics'
 minus 3); texture features carry their aggregation, ``original_glcm_ClusterShade_2D_avg``,
 ``original_glszm_SmallAreaEmphasis_3D``. Everything else is ``original_ibsi_<tag>`` with its IBSI
-tag (``original_ibsi_stat_cov``, ``original_ibsi_dzm_sde_3D``, and the IBSI diagnostics such as
-``original_ibsi_mean_int_interp_img``, computed here: MIRP does not export them).
-:func:`ibsi_tags` gives each column's IBSI tag.
+tag (``original_ibsi_stat_cov``, ``original_ibsi_dzm_sde_3D``). :func:`ibsi_tags` gives each
+column's IBSI tag. IBSI's diagnostic values (image and ROI sizes, spacings and intensities at
+each step, e.g. ``mean_int_interp_img``; computed here: MIRP does not export them) go to the
+diagnostics table as ``diagnostics_ibsi_<tag>`` (:func:`diagnostic_values`), not among the
+features a model learns from.
 """
 
 from __future__ import annotations
@@ -678,6 +680,19 @@ def column_tag(column: str) -> str:
     return tag + (f"_{match.group(1)}" if match else "")
 
 
+DIAGNOSTIC_PREFIX = "diagnostics_ibsi_"
+
+
+def diagnostic_values(diagnostics: dict[str, str]) -> dict[str, float]:
+    """The IBSI diagnostic values of a case's diagnostics, by IBSI tag (``img_dim_x_init_img``,
+    ``int_mask_vox_count_reseg_roi``, ...)."""
+    return {
+        key.removeprefix(DIAGNOSTIC_PREFIX): float(value)
+        for key, value in diagnostics.items()
+        if key.startswith(DIAGNOSTIC_PREFIX)
+    }
+
+
 def ibsi_tags(columns):
     """``feature, ibsi_tag`` for columns this engine writes (a pandas DataFrame)."""
     import pandas as pd
@@ -859,8 +874,6 @@ class IBSIEngine:
             features["morph_moran_i"], features["morph_geary_c"] = moran, geary
 
         out: dict[str, float] = {}
-        for tag, value in diagnostics_values.items():
-            out[column_name(tag)] = value
         for column, value in features.items():
             tag = mirp_tag(column)
             if tag is None:
@@ -872,9 +885,15 @@ class IBSIEngine:
                 out[name] = float(value)
             except (TypeError, ValueError):
                 out[name] = math.nan
+        # IBSI's diagnostic values describe the image and the ROI at each step (sizes, spacings,
+        # intensities): provenance, not features a model should learn from (they would carry the
+        # scanner and the centre), so they go to the diagnostics table, by their IBSI tags
         diagnostics = {
             "diagnostics_Versions_ibsi": self.version,
             "diagnostics_Configuration_MIRP": _settings_text(kwargs),
+            **{
+                f"{DIAGNOSTIC_PREFIX}{tag}": repr(float(v)) for tag, v in diagnostics_values.items()
+            },
         }
         if notes:
             diagnostics["diagnostics_Warnings_MIRP"] = " | ".join(dict.fromkeys(notes))
