@@ -33,7 +33,7 @@ from radiomics.glcm import RadiomicsGLCM  # noqa: E402
 from radiomics.gldm import RadiomicsGLDM  # noqa: E402
 from radiomics.ngtdm import RadiomicsNGTDM  # noqa: E402
 
-from ovfdlr.engines.native import glcm, gldm, neighbourhood, ngtdm  # noqa: E402
+from ovfdlr.engines.native import glcm, gldm, neighbourhood, ngtdm, texture  # noqa: E402
 
 PARAMS = Path(__file__).resolve().parents[1] / "src" / "ovfdlr" / "params" / "ct-vertebra.yaml"
 CLASSES = {
@@ -380,7 +380,7 @@ def test_one_pass_equals_separate_calls(synthetic_captures):
         together = module.features_from_matrices(shared, capture.spacing, capture.settings)
         assert alone == together
     names = {"glcm": ["MCC", "Idmn"], "gldm": None, "ngtdm": ["Busyness"]}
-    combined = neighbourhood.compute_classes(binned, mask, capture.spacing, capture.settings, names)
+    combined = texture.compute_classes(binned, mask, capture.spacing, capture.settings, names)
     for class_name, chosen in names.items():
         module = CLASSES[class_name][0]
         alone = module.compute(binned, mask, capture.spacing, capture.settings, chosen)

@@ -26,8 +26,8 @@ import SimpleITK as sitk
 
 from ovfdlr.engines.base import CaseFeatures, flat_image_error, roi_error
 from ovfdlr.engines.native import imageops
-from ovfdlr.engines.native.neighbourhood import compute_classes
 from ovfdlr.engines.native.support import check_supported
+from ovfdlr.engines.native.texture import compute_classes
 
 NAME = "native"
 NEIGHBOURHOOD = ("glcm", "gldm", "ngtdm")

@@ -26,9 +26,10 @@ So the engine computes all three classes from one pass with::
     gldm.features_from_matrices(m, spacing, settings, names_gldm)
     ngtdm.features_from_matrices(m, spacing, settings, names_ngtdm)
 
-or, the same in one call, ``compute_classes(binned, mask, spacing, settings, {"glcm": names_glcm,
-"gldm": names_gldm, "ngtdm": names_ngtdm})`` -> ``{"glcm": {...}, "gldm": {...}, ...}`` (any
-subset of the three classes; ``None`` names: every non-deprecated feature).
+or, the same in one call, :func:`ovfdlr.engines.native.texture.compute_classes` ``(binned, mask,
+spacing, settings, {"glcm": names_glcm, "gldm": names_gldm, "ngtdm": names_ngtdm})`` ->
+``{"glcm": {...}, "gldm": {...}, ...}`` (any subset of the three classes; ``None`` names: every
+non-deprecated feature).
 
 The matrices (rows and columns indexed by gray level - 1, ``Ng`` = the ROI's largest gray level,
 absent gray levels still present as zero rows, as ``cMatrices`` returns them):
@@ -73,7 +74,6 @@ from ovfdlr.engines.catalogue import resolve_names
 __all__ = [
     "NeighbourhoodMatrices",
     "angle_settings",
-    "compute_classes",
     "generate_angles",
     "neighbourhood_matrices",
     "neighbourhood_matrices_for",
@@ -321,37 +321,6 @@ def neighbourhood_matrices(
         n if want_ngtdm else None,
         s if want_ngtdm else None,
     )
-
-
-def compute_classes(
-    binned: np.ndarray,
-    mask: np.ndarray,
-    spacing: tuple[float, float, float],
-    settings: Mapping[str, Any],
-    names: Mapping[str, Iterable[str] | None],
-) -> dict[str, dict[str, float]]:
-    """The features of the classes named in ``names`` (``"glcm"``, ``"gldm"``, ``"ngtdm"`` ->
-    feature names or None for all) from one kernel pass: ``{class: {feature: value}}``."""
-    from ovfdlr.engines.native import glcm, gldm, ngtdm
-
-    modules = {"glcm": glcm, "gldm": gldm, "ngtdm": ngtdm}
-    unknown = set(names) - set(modules)
-    if unknown:
-        raise ValueError(f"not a neighbourhood feature class: {sorted(unknown)}")
-    for class_name, chosen in names.items():
-        resolve_names(chosen, modules[class_name].FEATURE_NAMES)  # fail before counting
-    matrices = neighbourhood_matrices_for(
-        binned,
-        mask,
-        settings,
-        glcm="glcm" in names,
-        gldm="gldm" in names,
-        ngtdm="ngtdm" in names,
-    )
-    return {
-        class_name: modules[class_name].features_from_matrices(matrices, spacing, settings, chosen)
-        for class_name, chosen in names.items()
-    }
 
 
 def neighbourhood_matrices_for(
