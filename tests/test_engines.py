@@ -154,3 +154,80 @@ def test_a_case_the_engine_cannot_compute_goes_to_errors(tmp_path):
     assert errors["case_id"].tolist() == ["tiny"]
     assert "ROI of label 1 is not usable after resampling to [4, 4, 4] mm" in errors["reason"][0]
     assert pd.read_parquet(out).index.tolist() == ["good"]
+
+
+def _slice_case():
+    """A one-slice CT (1 x 20 x 20) with a 10 x 12 ROI."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(-100, 300, (1, 20, 20)).astype(np.int16)
+    roi = np.zeros((1, 20, 20), np.uint8)
+    roi[0, 5:15, 4:16] = 1
+    return sitk.GetImageFromArray(values), sitk.GetImageFromArray(roi)
+
+
+def test_one_slice_with_force2d_is_computed_as_pyradiomics_does():
+    """force2D on a one-slice image: the native engine computes it (it refused it before),
+    with PyRadiomics' names and values."""
+    image, mask = _slice_case()
+    classes = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+    params = {
+        "imageType": {"Original": {}},
+        "featureClass": dict.fromkeys(classes),
+        "setting": {"force2D": True, "binWidth": 25},
+    }
+    ours = radiomics.extract(image, mask, params, engine="native").features
+    theirs = radiomics.extract(image, mask, params, engine="pyradiomics").features
+    assert list(ours) == list(theirs) and len(ours) == 93
+    for name, value in theirs.items():
+        assert ours[name] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), name
+    without = dict(params, setting={"binWidth": 25})
+    with pytest.raises(radiomics.CaseError, match=r"set setting\.force2D: true"):
+        radiomics.extract(image, mask, without, engine="native")
+
+
+def test_inputs_no_engine_computes_are_one_line_case_errors():
+    """A mask of another dimension than the image's, a vector image and an ROI value that is
+    not a number: each a CaseError naming the reason (never an ITK or numpy traceback)."""
+    import SimpleITK as sitk
+
+    params = {"imageType": {"Original": {}}, "featureClass": {"firstorder": None}}
+    image = sitk.GetImageFromArray(np.full((8, 8, 8), 40, np.int16))
+    roi = np.zeros((8, 8, 8), np.uint8)
+    roi[2:6, 2:6, 2:6] = 1
+    mask = sitk.GetImageFromArray(roi)
+    with pytest.raises(radiomics.CaseError, match="the mask is 2-D and the image 3-D"):
+        radiomics.extract(image, sitk.GetImageFromArray(roi[4]), params, engine="native")
+    vector = sitk.Compose(image, image)
+    with pytest.raises(radiomics.CaseError, match="2 components per voxel"):
+        radiomics.extract(vector, mask, params, engine="native")
+    values = np.full((8, 8, 8), 40.0)
+    values[3, 3, 3] = np.nan
+    with pytest.raises(radiomics.CaseError, match="original image: 1 ROI value"):
+        radiomics.extract(sitk.GetImageFromArray(values), mask, params, engine="native")
+
+
+def test_predict_refuses_a_bundle_whose_engine_is_not_installed(tmp_path, monkeypatch):
+    """A bundle made with PyRadiomics, scored where the extra is missing: a preflight problem
+    naming the extra, before any feature is computed."""
+    from types import SimpleNamespace
+
+    from ovfdlr.preflight import bundle_radiomics
+
+    params = tmp_path / "radiomics.yaml"
+    params.write_text(yaml.safe_dump({"imageType": {"Original": {}}}))
+    bundle = SimpleNamespace(
+        layout=SimpleNamespace(file=lambda name: tmp_path / name),
+        record=SimpleNamespace(
+            feature_sets=SimpleNamespace(
+                radiomics=SimpleNamespace(params="radiomics.yaml", engine="pyradiomics")
+            )
+        ),
+    )
+    assert bundle_radiomics(bundle) == []  # installed here
+    monkeypatch.setitem(sys.modules, "radiomics", None)
+    problems = bundle_radiomics(bundle)
+    assert len(problems) == 1
+    assert "pip install 'ovfdlr[pyradiomics]'" in problems[0].message
+    assert "the bundle's radiomics engine pyradiomics" in problems[0].message

@@ -23,14 +23,17 @@ from ovfdlr.engines.base import EngineUnavailable, UnsupportedSetting
 from ovfdlr.engines.ibsi import (
     IBSIEngine,
     check_supported,
+    column_name,
     column_tag,
     diagnostic_values,
     ibsi_tags,
 )
 
+from .conftest import shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "src" / "ovfdlr" / "params"
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = shared_data_dir()
 CT = SHARED / "ibsi_ct"
 DIGITAL = SHARED / "ibsi"
 THRESHOLDS = {"a": 0.90, "b": 0.90, "d": 0.95, "e": 0.95}
@@ -190,13 +193,14 @@ def test_names_and_tags(ct_phantom):
     (features, diagnostics), _ = _extract_config("d", ct_phantom)
     tags = ibsi_tags(features)
     assert list(tags.columns) == ["feature", "ibsi_tag"]
-    assert tags["ibsi_tag"].is_unique and len(tags) == len(features)
+    assert tags["ibsi_tag"].is_unique
+    # every column's name and tag map onto each other (PyRadiomics' name or original_ibsi_<tag>)
+    assert all(column_name(column_tag(c)) == c for c in features)
     assert "original_glcm_ClusterShade_3D_avg" in features
     assert column_tag("original_glcm_ClusterShade_3D_comb") == "cm_clust_shade_3D_comb"
     assert column_tag("original_glszm_SmallAreaEmphasis_3D") == "szm_sze_3D"
     assert column_tag("original_firstorder_Kurtosis") == "stat_kurt"
     assert column_tag("original_ibsi_dzm_sde_3D") == "dzm_sde_3D"
-    assert all(isinstance(v, float) for v in features.values())
     # IBSI's diagnostic values are provenance, in the diagnostics, never among the features
     assert not any(c.endswith(("_img", "_roi")) for c in features)
     assert "mean_int_interp_img" in diagnostic_values(diagnostics)
@@ -224,6 +228,7 @@ def test_names_and_tags(ct_phantom):
         ({"ibsi": {"mask_partial_volume": 2}}, "ibsi.mask_partial_volume"),
         ({"ibsi": {"ivh_bin_count": 1.5}}, "ibsi.ivh_bin_count"),
         ({"ibsi": {"famillies": ["loc"]}}, "ibsi.famillies"),
+        ({"featureClass": {"glcm": ["MCC"]}}, "featureClass.glcm.MCC"),
         ({"setting": {"force2D": True}, "ibsi": {"aggregation": ["3D_avg"]}}, "ibsi.aggregation"),
     ],
 )
@@ -335,3 +340,26 @@ def test_extract_command_writes_the_ibsi_tags_beside_the_features(tmp_path):
     )
     errors = pd.read_csv(out.parent / "errors.csv")
     assert errors["case_id"].tolist() == ["c1"]
+    # the native engine's ROI checks, named: not whatever MIRP raises deep inside
+    assert "ROI of label 1 is not usable" in errors["reason"][0]
+    assert "1 segmented voxel" in errors["reason"][0]
+
+
+def test_a_class_given_as_a_list_gives_exactly_those_features(tmp_path):
+    """featureClass.firstorder: [Mean, Kurtosis] gives those two columns, not the other IBSI
+    features of the statistics and intensity-histogram families; the engine's version names
+    ovfdlr's too (the cache key changes with this module)."""
+    from ovfdlr import __version__
+    from ovfdlr.engines.ibsi import version
+
+    from .conftest import cube_case
+
+    image, mask = cube_case(tmp_path, "c0")
+    params = {
+        "imageType": {"Original": {}},
+        "featureClass": {"firstorder": ["Mean", "Kurtosis"]},
+        "setting": {"binWidth": 25},
+    }
+    features = IBSIEngine(params).extract(_read(image), _read(mask), label=1).features
+    assert sorted(features) == ["original_firstorder_Kurtosis", "original_firstorder_Mean"]
+    assert version().startswith(f"ibsi {__version__} mirp ")

@@ -911,7 +911,9 @@ def predict(
         verified = load_bundle(bundle, model=False)
     except BundleError as exc:
         raise fail(str(exc)) from None
-    _preflight(_prediction_weights(verified, weights))
+    from ovfdlr.preflight import bundle_radiomics
+
+    _preflight(_prediction_weights(verified, weights) + bundle_radiomics(verified))
     if manifest is not None:
         cohort = _load_cohort(manifest, verified.labels)
     else:

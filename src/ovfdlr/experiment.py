@@ -168,7 +168,8 @@ def _versions(config=None) -> dict[str, str]:
     if config is not None and any(arm.radiomics for arm in config.arms):
         from ovfdlr.engines import EngineUnavailable, engine_version
 
-        try:  # the engine that computed the radiomics features: "native 0.1.0", "ibsi mirp 2.7.0"
+        # the engine that computed the radiomics features: "native 0.1.0", "ibsi 0.1.0 mirp 2.7.0"
+        try:
             found["radiomics engine"] = engine_version(config.radiomics.engine)
         except EngineUnavailable:
             found["radiomics engine"] = f"{config.radiomics.engine} (not installed)"

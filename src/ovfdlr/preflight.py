@@ -190,6 +190,21 @@ def radiomics_params(
     return []
 
 
+def bundle_radiomics(bundle) -> list[Problem]:
+    """Problems of computing a bundle's radiomics features here: its parameter file and the
+    engine the model was trained with (e.g. PyRadiomics for a bundle made with it, when the
+    extra is not installed); none for a bundle without radiomics."""
+    radiomics = bundle.record.feature_sets.radiomics
+    if radiomics is None:
+        return []
+    return radiomics_params(
+        bundle.layout.file(radiomics.params),
+        "bundle radiomics parameters",
+        radiomics.engine,
+        "the bundle's radiomics engine",
+    )
+
+
 def manifest(
     path: str | Path,
     option: str,

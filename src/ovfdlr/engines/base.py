@@ -49,6 +49,25 @@ def flat_image_error(image: sitk.Image) -> CaseError:
     )
 
 
+def check_inputs(image: sitk.Image, mask: sitk.Image, settings: dict) -> None:
+    """Refuse, as a :class:`CaseError` naming the reason, what no engine computes: a vector
+    (multi-component) image or mask, a mask of another dimension than the image's, and a 2-D
+    or single-slice image under 3-D settings (``force2D`` not set)."""
+    for what, item in (("image", image), ("mask", mask)):
+        if item.GetNumberOfComponentsPerPixel() != 1:
+            raise CaseError(
+                f"the {what} has {item.GetNumberOfComponentsPerPixel()} components per voxel; "
+                "give a scalar image and a label map"
+            )
+    if mask.GetDimension() != image.GetDimension():
+        raise CaseError(
+            f"the mask is {mask.GetDimension()}-D and the image {image.GetDimension()}-D"
+        )
+    flat = image.GetDimension() != 3 or min(image.GetSize()) < 2
+    if flat and not settings.get("force2D"):
+        raise flat_image_error(image)
+
+
 def roi_error(label: int, spacing, message: str) -> CaseError:
     """The one-line reason for an ROI that cannot be used (both engines give it)."""
     after = f" after resampling to {spacing} mm" if spacing else ""

@@ -11,7 +11,7 @@ gives IBSI's values under a PyRadiomics-style parameter file.
 
 Parameters: the PyRadiomics parameter dict ovfdlr uses (``setting`` / ``imageType`` /
 ``featureClass``), read as follows, plus one optional section ``ibsi`` for what IBSI defines and
-PyRadiomics cannot express (:data:`IBSI_KEYS`):
+PyRadiomics cannot express (:data:`IBSI_SETTINGS`):
 
 - ``resampledPixelSpacing`` [x, y, z] mm: the new voxel spacing; a 0 entry keeps that axis'
   spacing; with ``force2D`` only in-plane resampling (the z entry must be 0).
@@ -61,13 +61,16 @@ from ovfdlr.engines.base import (
     CaseFeatures,
     EngineUnavailable,
     UnsupportedSetting,
-    flat_image_error,
+    check_inputs,
     roi_error,
 )
+from ovfdlr.engines.native.imageops import ROIError, roi_box
+from ovfdlr.engines.params import Rule, check_settings, setting
 
 NAME = "ibsi"
 EXTRA = "ovfdlr[ibsi]"
 PREFIX = "original"
+IBSI_CLASS = "ibsi"  # the class part of a column with no PyRadiomics name: original_ibsi_<tag>
 
 # IBSI aggregation methods (tag suffixes) and MIRP's spatial methods for them.
 MATRIX_AGGREGATIONS = {  # GLCM, GLRLM: per direction, then averaged or merged
@@ -221,50 +224,71 @@ PYRADIOMICS_NAMES: dict[str, tuple[str, str]] = {
 }
 _TAG_OF_NAME = {f"{cls}_{feature}": tag for tag, (cls, feature) in PYRADIOMICS_NAMES.items()}
 
-# The ``ibsi`` section: key -> what it must be (the phrase of the one-line error).
-IBSI_KEYS = {
-    "families": "a list of IBSI families computed in addition to featureClass's "
-    f"({', '.join(FAMILIES)}) or 'all'",
-    "aggregation": f"a list of IBSI texture aggregation methods ({', '.join(AGGREGATIONS)})",
-    "outlier_sigma": "a number > 0: IBSI outlier re-segmentation, mean +- sigma x SD",
-    "round_intensities": "true (CT: intensities rounded to integer HU after interpolation, "
-    "fixed bin size from -1000 HU by default) or false (any other modality)",
-    "mask_partial_volume": "a number > 0 and <= 1: the partial-volume fraction from which an "
-    "interpolated mask voxel belongs to the ROI (IBSI: 0.5)",
-    "ivh_bin_width": "a number > 0: the intensity-volume histogram's fixed bin size",
-    "ivh_bin_count": "an integer >= 2: the intensity-volume histogram's fixed bin number",
-    "discretise": "true, or false when the intensities are already grey levels 1..N "
-    "(the IBSI digital phantom)",
-}
 
-# Settings PyRadiomics has and IBSI does not express: the setting, the value that is harmless,
-# and what IBSI expects instead.
-_PYRADIOMICS_ONLY: dict[str, tuple[Any, str]] = {
-    "normalize": (
-        False,
-        "IBSI 1 computes features on the calibrated intensities (HU), without normalisation",
+# The ``ibsi`` section: each key's rule (params.Rule: the phrase of the one-line error and the
+# check), checked by the mechanism that checks PyRadiomics' settings.
+def _finite(v: Any, low: float, high: float = math.inf, low_open: bool = True) -> bool:
+    number = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return number and (v > low if low_open else v >= low) and v <= high
+
+
+IBSI_SETTINGS: dict[str, Rule] = {
+    "families": Rule(
+        "a list of IBSI families computed in addition to featureClass's "
+        f"({', '.join(FAMILIES)}) or 'all'",
+        lambda v: v == "all" or (isinstance(v, list) and all(f in FAMILIES for f in v)),
     ),
-    "normalizeScale": (1, "IBSI 1 computes features without normalisation"),
-    "removeOutliers": (
-        None,
-        "use ibsi.outlier_sigma (IBSI's outlier re-segmentation "
-        "of the ROI, not of a normalised image)",
+    "aggregation": Rule(
+        f"a list of IBSI texture aggregation methods ({', '.join(AGGREGATIONS)})",
+        lambda v: isinstance(v, list) and bool(v) and all(a in MATRIX_AGGREGATIONS for a in v),
     ),
-    "voxelArrayShift": (0, "IBSI's energy and RMS use the intensities unshifted"),
-    "preCrop": (False, "IBSI interpolates the whole image grid; remove the setting"),
-    "padDistance": (5, "IBSI interpolates the whole image grid; remove the setting"),
-    "symmetricalGLCM": (True, "IBSI's co-occurrence matrices are symmetric"),
-    "weightingNorm": (
-        None,
-        "IBSI averages or merges the directions' matrices unweighted (ibsi.aggregation)",
+    "outlier_sigma": Rule(
+        "a number > 0: IBSI outlier re-segmentation, mean +- sigma x SD",
+        lambda v: _finite(v, 0),
     ),
-    "gldm_a": (0, "IBSI's neighbouring grey level dependence uses a coarseness of 0"),
-    "resegmentShape": (
-        False,
-        "IBSI computes morphology on the mask before intensity re-segmentation",
+    "round_intensities": Rule(
+        "true (CT: intensities rounded to integer HU after interpolation, fixed bin size from "
+        "-1000 HU by default) or false (any other modality)",
+        lambda v: isinstance(v, bool),
     ),
-    "force2Ddimension": (0, "IBSI's slices are axial (force2Ddimension 0)"),
-    "label_channel": (0, "the ibsi engine reads a single-channel label map"),
+    "mask_partial_volume": Rule(
+        "a number > 0 and <= 1: the partial-volume fraction from which an interpolated mask "
+        "voxel belongs to the ROI (IBSI: 0.5)",
+        lambda v: _finite(v, 0, 1),
+    ),
+    "ivh_bin_width": Rule(
+        "a number > 0: the intensity-volume histogram's fixed bin size", lambda v: _finite(v, 0)
+    ),
+    "ivh_bin_count": Rule(
+        "an integer >= 2: the intensity-volume histogram's fixed bin number",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+    ),
+    "discretise": Rule(
+        "true, or false when the intensities are already grey levels 1..N (the IBSI digital "
+        "phantom)",
+        lambda v: isinstance(v, bool),
+    ),
+}
+IBSI_DEFAULTS = {"round_intensities": True, "discretise": True, "mask_partial_volume": 0.5}
+
+# Settings PyRadiomics has and IBSI does not express, and what IBSI expects instead; each is
+# harmless at PyRadiomics' default (params.setting), refused at any other value.
+_PYRADIOMICS_ONLY: dict[str, str] = {
+    "normalize": "IBSI 1 computes features on the calibrated intensities (HU), "
+    "without normalisation",
+    "normalizeScale": "IBSI 1 computes features without normalisation",
+    "removeOutliers": "use ibsi.outlier_sigma (IBSI's outlier re-segmentation "
+    "of the ROI, not of a normalised image)",
+    "voxelArrayShift": "IBSI's energy and RMS use the intensities unshifted",
+    "preCrop": "IBSI interpolates the whole image grid; remove the setting",
+    "padDistance": "IBSI interpolates the whole image grid; remove the setting",
+    "symmetricalGLCM": "IBSI's co-occurrence matrices are symmetric",
+    "weightingNorm": "IBSI averages or merges the directions' matrices unweighted "
+    "(ibsi.aggregation)",
+    "gldm_a": "IBSI's neighbouring grey level dependence uses a coarseness of 0",
+    "resegmentShape": "IBSI computes morphology on the mask before intensity re-segmentation",
+    "force2Ddimension": "IBSI's slices are axial (force2Ddimension 0)",
+    "label_channel": "the ibsi engine reads a single-channel label map",
 }
 # Settings read elsewhere (or harmless): no refusal.
 _ACCEPTED = {
@@ -310,7 +334,11 @@ def mirp_version() -> str:
 
 
 def version() -> str:
-    return f"{NAME} mirp {mirp_version()}"
+    """``ibsi <ovfdlr version> mirp <version>``: what computes the features is MIRP and this
+    module, so both are in the cache key."""
+    from ovfdlr import __version__
+
+    return f"{NAME} {__version__} mirp {mirp_version()}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,66 +350,25 @@ def _refuse(key: str, why: str) -> UnsupportedSetting:
     return UnsupportedSetting(f"{key}: not computed by the ibsi engine: {why}")
 
 
-def _bad(key: str, value: Any) -> UnsupportedSetting:
-    return UnsupportedSetting(f"ibsi.{key}: expected {IBSI_KEYS[key]} (got {value!r})")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def check_ibsi_section(section: Any) -> dict[str, Any]:
-    """The ``ibsi`` section checked key by key (one-line errors naming the key); defaults filled."""
+    """The ``ibsi`` section checked key by key (one-line errors naming the key, by
+    :func:`ovfdlr.engines.params.check_settings`); defaults filled."""
     if section is None:
         section = {}
     if not isinstance(section, dict):
         raise UnsupportedSetting("ibsi: expected a mapping of IBSI settings")
-    for key in section:
-        if key not in IBSI_KEYS:
-            raise UnsupportedSetting(
-                f"unknown setting 'ibsi.{key}' (known: {', '.join(sorted(IBSI_KEYS))})"
-            )
-    out: dict[str, Any] = {}
-    families = section.get("families") or []
-    if families == "all":
-        families = list(FAMILIES)
-    if not isinstance(families, list) or any(f not in FAMILIES for f in families):
-        raise _bad("families", section.get("families"))
-    out["families"] = families
-    aggregation = section.get("aggregation")
-    if aggregation is not None and (
-        not isinstance(aggregation, list)
-        or not aggregation
-        or any(a not in MATRIX_AGGREGATIONS for a in aggregation)
-    ):
-        raise _bad("aggregation", aggregation)
-    out["aggregation"] = aggregation
-    sigma = section.get("outlier_sigma")
-    if sigma is not None and not (_is_number(sigma) and sigma > 0):
-        raise _bad("outlier_sigma", sigma)
-    out["outlier_sigma"] = sigma
-    for key, default in (("round_intensities", True), ("discretise", True)):
-        value = section.get(key, default)
-        if not isinstance(value, bool):
-            raise _bad(key, value)
-        out[key] = value
-    fraction = section.get("mask_partial_volume", 0.5)
-    if not (_is_number(fraction) and 0 < fraction <= 1):
-        raise _bad("mask_partial_volume", fraction)
-    out["mask_partial_volume"] = float(fraction)
-    width, count = section.get("ivh_bin_width"), section.get("ivh_bin_count")
-    if width is not None and not (_is_number(width) and width > 0):
-        raise _bad("ivh_bin_width", width)
-    if count is not None and not (
-        isinstance(count, int) and not isinstance(count, bool) and count >= 2
-    ):
-        raise _bad("ivh_bin_count", count)
-    if width is not None and count is not None:
+    check_settings(section, IBSI_SETTINGS, "ibsi", "parameters", error=UnsupportedSetting)
+    out = {key: section.get(key) for key in IBSI_SETTINGS} | {
+        key: section[key] if section.get(key) is not None else default
+        for key, default in IBSI_DEFAULTS.items()
+    }
+    out["families"] = list(FAMILIES) if out["families"] == "all" else out["families"] or []
+    out["mask_partial_volume"] = float(out["mask_partial_volume"])
+    if out["ivh_bin_width"] is not None and out["ivh_bin_count"] is not None:
         raise UnsupportedSetting(
             "ibsi.ivh_bin_width, ibsi.ivh_bin_count: give one of them (fixed bin size or "
             "fixed bin number), not both"
         )
-    out["ivh_bin_width"], out["ivh_bin_count"] = width, count
     return out
 
 
@@ -411,9 +398,8 @@ def check_supported(params: dict[str, Any]) -> dict[str, Any]:
     settings = dict(resolved["setting"], **given)
     for key, value in given.items():
         if key in _PYRADIOMICS_ONLY:
-            harmless, why = _PYRADIOMICS_ONLY[key]
-            if value != harmless or key == "padDistance":
-                raise _refuse(f"setting.{key}", why)
+            if value != setting({}, key):
+                raise _refuse(f"setting.{key}", _PYRADIOMICS_ONLY[key])
         elif key not in _ACCEPTED:
             raise _refuse(
                 f"setting.{key}",
@@ -447,7 +433,7 @@ def check_supported(params: dict[str, Any]) -> dict[str, Any]:
     # re-segmentation
     outlier = ibsi["outlier_sigma"]
     reseg_range = settings.get("resegmentRange")
-    mode = settings.get("resegmentMode", "absolute")
+    mode = setting(settings, "resegmentMode")
     if reseg_range is not None:
         if len(reseg_range) not in (1, 2):
             raise _refuse("setting.resegmentRange", "give [lower, upper] (or [lower])")
@@ -492,7 +478,7 @@ def check_supported(params: dict[str, Any]) -> dict[str, Any]:
             "base_discretisation_n_bins": int(settings["binCount"]),
         }
     else:
-        width = float(settings.get("binWidth") or 25)
+        width = float(setting(settings, "binWidth"))
         if not ibsi["round_intensities"] and (reseg_range is None or math.isnan(reseg_range[0])):
             raise _refuse(
                 "setting.binWidth",
@@ -546,6 +532,13 @@ def check_supported(params: dict[str, Any]) -> dict[str, Any]:
             if family not in families:
                 families.append(family)
         if features:
+            for feature in features:
+                if f"{cls}_{feature}" not in _TAG_OF_NAME:
+                    raise _refuse(
+                        f"featureClass.{cls}.{feature}",
+                        "this PyRadiomics feature has no IBSI definition the ibsi engine "
+                        "computes (leave the class's list empty for all its IBSI features)",
+                    )
             keep[cls] = set(features)
     for family in ibsi["families"]:
         if family not in families:
@@ -661,12 +654,12 @@ def column_name(tag: str) -> str:
     if base in PYRADIOMICS_NAMES:
         cls, feature = PYRADIOMICS_NAMES[base]
         return f"{PREFIX}_{cls}_{feature}" + (f"_{match.group(1)}" if match else "")
-    return f"{PREFIX}_ibsi_{tag}"
+    return f"{PREFIX}_{IBSI_CLASS}_{tag}"
 
 
 def column_tag(column: str) -> str:
     """The IBSI tag of a column this engine writes (the inverse of :func:`column_name`)."""
-    head = f"{PREFIX}_ibsi_"
+    head = f"{PREFIX}_{IBSI_CLASS}_"
     if column.startswith(head):
         return column[len(head) :]
     if not column.startswith(f"{PREFIX}_"):
@@ -841,21 +834,16 @@ class IBSIEngine:
     def extract(self, image: sitk.Image, mask: sitk.Image, label: int) -> CaseFeatures:
         plan = self.plan
         label = int(label)
-        flat = image.GetDimension() != 3 or min(image.GetSize()) < 2
-        if flat and not plan["force2D"]:
-            raise flat_image_error(image)
+        check_inputs(image, mask, {"force2D": plan["force2D"]})
         if image.GetDimension() == 2:
             image, mask = sitk.JoinSeries(image), sitk.JoinSeries(mask)
         mask = self._mask_on_image(image, mask, label)
         array = sitk.GetArrayFromImage(image)
         roi = sitk.GetArrayFromImage(mask).astype(bool)
-        if not roi.any():
-            raise roi_error(label, None, "the label is not in the mask")
-        minimum = plan["settings"].get("minimumROISize")
-        if minimum and roi.sum() < minimum:
-            raise roi_error(
-                label, None, f"{int(roi.sum())} voxels, fewer than minimumROISize {minimum}"
-            )
+        try:  # the native engine's checks: absent, one voxel, too few dimensions or voxels
+            roi_box(roi, plan["settings"], label)
+        except ROIError as exc:
+            raise roi_error(label, None, str(exc)) from exc
         spacing_zyx = tuple(reversed(image.GetSpacing()))
         diagnostics_values = _image_diagnostics(array, spacing_zyx, "init")
         diagnostics_values.update(_roi_diagnostics(array, roi, roi, "init"))
@@ -900,8 +888,14 @@ class IBSIEngine:
         return CaseFeatures(out, diagnostics)
 
     def _wanted(self, name: str) -> bool:
+        """Whether a column is asked for: a class given as a list keeps exactly those features
+        (not the IBSI-only features of its families); other classes keep everything."""
         parts = name.split("_", 2)
         cls = parts[1]
+        if cls == IBSI_CLASS:  # an IBSI-only feature: its family's class decides
+            family = parts[2].split("_", 1)[0]
+            owner = next((c for c, fams in CLASS_FAMILIES.items() if family in fams), None)
+            return owner not in self.plan["keep"]
         if cls not in self.plan["keep"]:
             return True
         feature = _AGG_SUFFIX.sub("", parts[2])
@@ -948,7 +942,7 @@ class IBSIEngine:
                         image_modality=modality,
                         **kwargs,
                     )
-            except (ValueError, IndexError) as exc:
+            except Exception as exc:  # whatever MIRP raises is this case's reason, in one line
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise CaseError(f"MIRP failed: {message}") from exc
         if not result or result[0] is None or result[0][0] is None or not result[0][2]:
@@ -967,3 +961,12 @@ def spacing_zyx_after(processed_mask: dict[str, Any]) -> tuple[float, ...]:
 
 def _settings_text(kwargs: dict[str, Any]) -> str:
     return "; ".join(f"{k}={v}" for k, v in kwargs.items())
+
+
+Engine = IBSIEngine
+
+
+def check(params: dict[str, Any]) -> None:
+    """What the ibsi engine does not compute, refused, and that MIRP is installed."""
+    check_supported(params)
+    load()

@@ -222,7 +222,7 @@ def validate(params: Any, source: str = "parameters") -> dict[str, Any]:
             raise ParamsError(
                 f"{source}: 'imageType.{image_type}' must be a mapping of settings or empty"
             )
-        _check_settings(custom or {}, SETTINGS, f"imageType.{image_type}", source)
+        check_settings(custom or {}, SETTINGS, f"imageType.{image_type}", source)
     for name, features in (params.get("featureClass") or {}).items():
         if name not in FEATURES:
             raise ParamsError(
@@ -239,22 +239,31 @@ def validate(params: Any, source: str = "parameters") -> dict[str, Any]:
                     f"{source}: unknown feature 'featureClass.{name}.{feature}' "
                     f"(class {name} has {', '.join(sorted(FEATURES[name]))})"
                 )
-    _check_settings(params.get("setting") or {}, SETTINGS, "setting", source)
-    _check_settings(params.get("voxelSetting") or {}, VOXEL_SETTINGS, "voxelSetting", source)
+    check_settings(params.get("setting") or {}, SETTINGS, "setting", source)
+    check_settings(params.get("voxelSetting") or {}, VOXEL_SETTINGS, "voxelSetting", source)
     return copy.deepcopy(params)
 
 
-def _check_settings(values: dict, rules: dict[str, Rule], where: str, source: str) -> None:
+def check_settings(
+    values: dict,
+    rules: dict[str, Rule],
+    where: str,
+    source: str,
+    error: type[ValueError] = ParamsError,
+) -> None:
+    """Each of ``values`` (the section ``where``) known to ``rules`` and as its rule expects,
+    else ``error`` with one line naming ``source`` and the key. An empty value passes: its
+    default then applies."""
     for key, value in values.items():
         rule = rules.get(key)
         if rule is None:
-            raise ParamsError(
+            raise error(
                 f"{source}: unknown setting '{where}.{key}' (known: {', '.join(sorted(rules))})"
             )
         if value is None and key not in ("interpolator", "weightingNorm"):
             continue  # PyRadiomics' schema lets any setting be empty: its default then applies
         if not rule.check(value):
-            raise ParamsError(f"{source}: {where}.{key}: expected {rule.expected} (got {value!r})")
+            raise error(f"{source}: {where}.{key}: expected {rule.expected} (got {value!r})")
 
 
 def resolve(params: dict[str, Any]) -> dict[str, Any]:

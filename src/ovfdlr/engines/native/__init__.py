@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from ovfdlr.engines.base import CaseFeatures, flat_image_error, roi_error
+from ovfdlr.engines.base import CaseFeatures, check_inputs, roi_error
 from ovfdlr.engines.native import imageops
 from ovfdlr.engines.native.support import check_supported
 from ovfdlr.engines.native.texture import compute_classes
@@ -67,8 +67,7 @@ class NativeEngine:
 
     def extract(self, image: sitk.Image, mask: sitk.Image, label: int) -> CaseFeatures:
         settings = dict(self.resolved["setting"], label=int(label))
-        if image.GetDimension() != 3 or min(image.GetSize()) < 2:
-            raise flat_image_error(image)
+        check_inputs(image, mask, settings)
         try:
             return self._extract(image, mask, int(label), settings)
         except imageops.ROIError as exc:
@@ -92,17 +91,19 @@ class NativeEngine:
             box, _ = imageops.check_mask(image, resegmented, settings, label, True)
         window = (slice(box[4], box[5] + 1), slice(box[2], box[3] + 1), slice(box[0], box[1] + 1))
         spacing = tuple(image.GetSpacing())
+        roi_mask = resegmented if resegmented is not None else mask
+        roi = sitk.GetArrayViewFromImage(roi_mask)[window] == label
         features: dict[str, float] = {}
         if self._shape is not None:
             module, names = self._shape
-            shape_mask = (
-                resegmented if resegmented is not None and settings.get("resegmentShape") else mask
+            # shape reads the mask before re-segmentation unless resegmentShape says otherwise
+            shape_roi = (
+                sitk.GetArrayViewFromImage(mask)[window] == label
+                if resegmented is not None and not settings.get("resegmentShape")
+                else roi
             )
-            roi = sitk.GetArrayViewFromImage(shape_mask)[window] == label
-            for feature, value in module.compute(roi, spacing, settings, names).items():
+            for feature, value in module.compute(shape_roi, spacing, settings, names).items():
                 features[f"original_shape_{feature}"] = value
-        roi_mask = resegmented if resegmented is not None else mask
-        roi = sitk.GetArrayFromImage(roi_mask)[window] == label
         jobs = []
         for image_type, custom in self._image_types.items():
             type_settings = dict(settings, **custom)
@@ -138,7 +139,10 @@ class NativeEngine:
     ) -> dict[str, float]:
         """Every feature class on one filtered image, binned once for all of them."""
         image_name, array, settings = job
-        binned, _ = imageops.discretize(array, roi, settings)
+        try:
+            binned, _ = imageops.discretize(array, roi, settings)
+        except imageops.ROIError as exc:
+            raise imageops.ROIError(f"{image_name} image: {exc}") from exc
         neighbourhood = {
             name: names for name, (_, names) in self._classes.items() if name in NEIGHBOURHOOD
         }
@@ -176,3 +180,11 @@ def warm_up() -> None:
         "setting": {"resampledPixelSpacing": [1, 1, 1], "padDistance": 2, "binWidth": 25},
     }
     NativeEngine(params).extract(image, mask, 1)
+
+
+Engine = NativeEngine
+
+
+def check(params: dict[str, Any]) -> None:
+    """What the native engine does not compute, refused (:mod:`.support`)."""
+    check_supported(params)

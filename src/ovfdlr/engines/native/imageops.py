@@ -176,11 +176,8 @@ def resample(
         window = None
         if roi_only:
             roi = sitk.GetArrayViewFromImage(resampled_mask) == label
-            window = []
-            for axis in range(3):  # z, y, x
-                others = tuple(a for a in range(3) if a != axis)
-                present = np.flatnonzero(roi.any(axis=others))
-                window += [int(present[0]), int(present[-1]) + 1] if present.size else [0, 0]
+            bounds = index_bounds(roi) if roi.any() else [(0, -1)] * 3
+            window = [v for low, high in bounds for v in (low, high + 1)]  # z, y, x half-open
         array = resample_bspline(
             image,
             new_size,
@@ -255,19 +252,30 @@ def check_mask(
     return box, corrected
 
 
-def _array_box(mask: sitk.Image, settings: dict[str, Any], label: int) -> np.ndarray:
-    roi = sitk.GetArrayViewFromImage(mask) == label
+def index_bounds(roi: np.ndarray) -> list[tuple[int, int]]:
+    """The first and last index of a non-empty boolean array's True voxels, per axis, in the
+    array's order."""
+    bounds = []
+    for axis in range(roi.ndim):
+        others = tuple(a for a in range(roi.ndim) if a != axis)
+        present = np.flatnonzero(roi.any(axis=others))
+        bounds.append((int(present[0]), int(present[-1])))
+    return bounds
+
+
+def roi_box(roi: np.ndarray, settings: dict[str, Any], label: int) -> np.ndarray:
+    """The bounding box ``(L_x, U_x, L_y, U_y, L_z, U_z)`` of a (z, y, x) ROI array, refused as
+    :func:`check_mask` refuses it (absent, one voxel, too few dimensions or voxels)."""
     count = int(np.count_nonzero(roi))
     if count == 0:
         raise ROIError(f"Label ({label:g}) not present in mask")
-    box = []
-    for axis in (2, 1, 0):  # x, y, z: the array is (z, y, x)
-        others = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(roi.any(axis=others))
-        box += [int(present[0]), int(present[-1])]
-    box = np.array(box)
+    box = np.array([v for bounds in reversed(index_bounds(roi)) for v in bounds])
     _check_box(box, count, settings)
     return box
+
+
+def _array_box(mask: sitk.Image, settings: dict[str, Any], label: int) -> np.ndarray:
+    return roi_box(sitk.GetArrayViewFromImage(mask) == label, settings, label)
 
 
 def _check_box(box: np.ndarray, count: int, settings: dict[str, Any]) -> None:
@@ -501,8 +509,11 @@ def bin_edges(values: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
 def discretize(
     array: np.ndarray, roi: np.ndarray, settings: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gray-level indices 1..N inside the ROI (0 outside) and the edges (``binImage``)."""
+    """Gray-level indices 1..N inside the ROI (0 outside) and the edges (``binImage``); an ROI
+    with a value that is not finite (NaN or infinity, from the image or a filter) is refused."""
     values = array[roi]
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ROIError(f"{int(np.sum(~np.isfinite(values)))} ROI value(s) are not finite")
     edges = bin_edges(values, settings)
     binned = np.zeros(array.shape, dtype="int")
     binned[roi] = np.digitize(values, edges)
