@@ -106,15 +106,17 @@ def radiomics_columns(columns) -> list[str]:
     return [c for c in columns if is_feature_name(c)]
 
 
-def radiomics_needed(bundle: Bundle) -> list[str]:
-    """The radiomics features the bundle's model selected (what ``predict`` computes); for an
-    engine whose column names are not PyRadiomics' (``ibsi``), every one of them is computed,
-    so none is skipped."""
+def radiomics_needed(bundle: Bundle) -> list[str] | None:
+    """The radiomics features the bundle's model selected: what ``predict`` computes. None:
+    every feature of the bundle's parameters, for an engine whose columns are not PyRadiomics'
+    names (``ibsi``), whose parameters cannot be cut down to some columns."""
+    from ovfdlr.engines import PYRADIOMICS_NAMED
+
     record = bundle.record
     if record.feature_sets.radiomics is None:
         return []
-    if record.feature_sets.radiomics.engine == "ibsi":
-        return list(record.input_columns)
+    if record.feature_sets.radiomics.engine not in PYRADIOMICS_NAMED:
+        return None
     selected = set(record.selected_features)
     return [c for c in radiomics_columns(record.input_columns) if c in selected]
 
@@ -202,8 +204,11 @@ class FeatureJob:
             return pd.DataFrame(columns=columns), error_frame
         # radiomics columns the selection drops are not computed: missing values, which the
         # model's column-wise steps (imputation, scaling) carry to the selector that drops them
-        skipped = set(radiomics_columns(self.bundle.record.input_columns)) - set(
-            radiomics_needed(self.bundle)
+        needed = radiomics_needed(self.bundle)
+        skipped = (
+            set(radiomics_columns(self.bundle.record.input_columns)) - set(needed)
+            if needed is not None
+            else set()
         )
         features = features.reindex(columns=[*features.columns, *sorted(skipped)])
         missing = [c for c in columns if c not in features.columns]
@@ -242,8 +247,7 @@ def _feature_group(
             cohort, cache_dir=cache_dir, jobs=jobs, progress=progress
         ).features
     needed = radiomics_needed(bundle)
-    whole = sets.radiomics is not None and sets.radiomics.engine == "ibsi"
-    if "radiomics" in names and (needed or whole):
+    if "radiomics" in names and needed != []:
         from ovfdlr.radiomics import extract_radiomics, load_params, params_for_features
 
         # only the image types, classes and features the model's selected features come from,
@@ -251,14 +255,16 @@ def _feature_group(
         params = load_params(bundle.layout.file(sets.radiomics.params))
         result = extract_radiomics(
             cohort,
-            params if whole else params_for_features(params, needed),
+            params if needed is None else params_for_features(params, needed),
             cache_dir=cache_dir,
             jobs=jobs,
             progress=progress,
             engine=sets.radiomics.engine,
         )
         # (no columns when every case failed)
-        tables.append(result.features if whole else result.features.reindex(columns=needed))
+        tables.append(
+            result.features if needed is None else result.features.reindex(columns=needed)
+        )
         errors.append(result.errors)
     if "morphometry" in names:
         from ovfdlr.morphometry import MorphometrySettings, extract_morphometry

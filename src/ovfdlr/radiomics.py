@@ -41,7 +41,7 @@ from ovfdlr.engines import (
     engine_version,
     make_engine,
 )
-from ovfdlr.engines.catalogue import SHAPE_CLASSES
+from ovfdlr.engines.catalogue import SHAPE_CLASSES, split_feature_name
 from ovfdlr.engines.params import ParamsError, resolve, validate
 
 DEFAULT_PARAMS_NAME = "ct-vertebra.yaml"
@@ -111,7 +111,6 @@ def resolved_params(params: dict[str, Any], engine: str = DEFAULT_ENGINE) -> dic
     return resolved
 
 
-_IMAGE_NAME = re.compile(r"^(?P<image>[^_]+)_(?P<cls>[A-Za-z0-9]+)_(?P<feature>.+)$")
 _LOG_NAME = re.compile(r"^log-sigma-(?P<sigma>[0-9-]+)-mm-3D$")
 
 
@@ -128,10 +127,10 @@ def params_for_features(params: dict[str, Any], columns: Iterable[str]) -> dict[
     wanted_types: dict[str, dict[str, Any]] = {}
     wanted_classes: dict[str, list[str]] = {}
     for column in columns:
-        match = _IMAGE_NAME.match(column)
-        if match is None:
+        parts = split_feature_name(column)
+        if parts is None:
             raise ValueError(f"'{column}' is not a radiomics feature name")
-        image, cls, feature = match["image"], match["cls"], match["feature"]
+        image, cls, feature = parts
         wanted_classes.setdefault(cls, [])
         if feature not in wanted_classes[cls]:
             wanted_classes[cls].append(feature)

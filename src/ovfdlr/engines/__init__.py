@@ -23,6 +23,9 @@ from ovfdlr.engines.base import (
 
 ENGINES = ("native", "pyradiomics", "ibsi")
 DEFAULT_ENGINE = "native"
+# the engines whose columns are PyRadiomics' names (so a parameter file can be cut down to the
+# features some columns need: ovfdlr.radiomics.params_for_features)
+PYRADIOMICS_NAMED = ("native", "pyradiomics")
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -37,68 +40,47 @@ __all__ = [
 ]
 
 
-def _check_name(name: str) -> None:
+# each engine's module: ``Engine`` (the class), ``version()`` and ``check(params)`` (what it
+# cannot compute, or that it is not installed, refused before any case runs)
+_MODULES = {
+    "native": "ovfdlr.engines.native",
+    "pyradiomics": "ovfdlr.engines.pyradiomics",
+    "ibsi": "ovfdlr.engines.ibsi",
+}
+
+
+def _module(name: str):
     if name not in ENGINES:
         raise ValueError(f"unknown radiomics engine '{name}' (known: {', '.join(ENGINES)})")
+    import importlib
+
+    return importlib.import_module(_MODULES[name])
 
 
 def make_engine(name: str, params: dict[str, Any], **options: Any) -> Engine:
-    """The engine ``name`` set up for a (validated) parameter dict.
+    """The engine ``name`` set up for a (validated) parameter dict (``options``: the native
+    engine's ``threads``).
 
     Raises :class:`UnsupportedSetting` when the engine does not compute a setting the file asks
     for, and :class:`EngineUnavailable` when the engine is not installed.
     """
-    _check_name(name)
-    if name == "pyradiomics":
-        from ovfdlr.engines.pyradiomics import PyRadiomicsEngine
-
-        return PyRadiomicsEngine(params)
-    if name == "ibsi":
-        from ovfdlr.engines.ibsi import IBSIEngine
-
-        return IBSIEngine(params)
-    from ovfdlr.engines.native import NativeEngine
-
-    return NativeEngine(params, **options)
+    return _module(name).Engine(params, **options)
 
 
 def engine_version(name: str) -> str:
     """``"<name> <version>"``: what a cache key, a run record and a bundle record."""
-    _check_name(name)
-    if name == "pyradiomics":
-        from ovfdlr.engines.pyradiomics import version
-
-        return version()
-    if name == "ibsi":
-        from ovfdlr.engines.ibsi import version
-
-        return version()
-    from ovfdlr.engines.native import version
-
-    return version()
+    return _module(name).version()
 
 
 def check_engine(name: str, params: dict[str, Any]) -> None:
     """Refuse early (before any case runs) what the engine cannot do with these parameters."""
-    _check_name(name)
+    module = _module(name)
     if params.get("ibsi") and name != "ibsi":
         raise UnsupportedSetting(
             f"ibsi: the section of IBSI settings is read by the ibsi engine only, not by {name} "
             "(use --engine ibsi, or engine: ibsi in the config)"
         )
-    if name == "pyradiomics":
-        from ovfdlr.engines.pyradiomics import load
-
-        load()
-    elif name == "ibsi":
-        from ovfdlr.engines.ibsi import check_supported, load
-
-        check_supported(params)
-        load()
-    else:
-        from ovfdlr.engines.native.support import check_supported
-
-        check_supported(params)
+    module.check(params)
 
 
 COMPLIANCE = {

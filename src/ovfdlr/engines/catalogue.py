@@ -173,10 +173,18 @@ FEATURES: dict[str, dict[str, bool]] = {
 SHAPE_CLASSES = ("shape", "shape2D")
 
 
+def split_feature_name(column: str) -> tuple[str, str, str] | None:
+    """``(image, class, feature)`` of a PyRadiomics feature name ``<image>_<class>_<Feature>``
+    (``log-sigma-2-0-mm-3D_glcm_ClusterShade``); None for any other column."""
+    parts = column.split("_", 2)
+    if len(parts) == 3 and parts[1] in FEATURES and parts[2] in FEATURES[parts[1]]:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
 def is_feature_name(column: str) -> bool:
     """Whether ``column`` is a PyRadiomics feature name ``<image>_<class>_<Feature>``."""
-    parts = column.split("_", 2)
-    return len(parts) == 3 and parts[1] in FEATURES and parts[2] in FEATURES[parts[1]]
+    return split_feature_name(column) is not None
 
 
 def resolve_names(names: Iterable[str] | None, feature_names: Mapping[str, bool]) -> list[str]:

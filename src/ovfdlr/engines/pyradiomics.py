@@ -96,3 +96,12 @@ def _as_text(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return str(value.tolist())
     return str(value)
+
+
+Engine = PyRadiomicsEngine
+
+
+def check(params: dict[str, Any]) -> None:
+    """PyRadiomics computes every parameter file its schema accepts: only that it is
+    installed is checked."""
+    load()

@@ -568,11 +568,12 @@ def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
         ids = frame["case_id"].tolist() if "case_id" in frame.columns else []
         errors = {"link": run.link(errors_path), "case_ids": ids}
     data = manifest.get("manifest") or {}
+    config_text = run.layout.config.read_text(encoding="utf-8")
     return {
         "seed": manifest.get("seed", fmt.MISSING),
         "created": manifest.get("created", fmt.MISSING),
         "ovfdlr": manifest.get("ovfdlr", fmt.MISSING),
-        "config_text": run.layout.config.read_text(encoding="utf-8"),
+        "config_text": config_text,
         "config_link": run.link(run.layout.config),
         "config_sha256": manifest.get("config_sha256", fmt.MISSING),
         "versions": Table(
@@ -610,11 +611,11 @@ def metadata(run: RunFolder, manifest: dict) -> dict[str, Any]:
         "failed_cases": manifest.get("failed_cases", 0),
         "errors": errors,
         "log": run.link(run.layout.run_log) if run.layout.run_log.is_file() else None,
-        "radiomics": radiomics_engine(run, manifest),
+        "radiomics": radiomics_engine(run, manifest, config_text),
     }
 
 
-def radiomics_engine(run: RunFolder, manifest: dict) -> dict[str, Any] | None:
+def radiomics_engine(run: RunFolder, manifest: dict, config_text: str) -> dict[str, Any] | None:
     """The radiomics engine of the run (None when no arm used radiomics): its name and version,
     its compliance (PyRadiomics-compatible, or IBSI 1 with the agreement table per configuration
     and family) and, for the ibsi engine, each feature column's IBSI tag."""
@@ -626,7 +627,7 @@ def radiomics_engine(run: RunFolder, manifest: dict) -> dict[str, Any] | None:
     arms = (manifest.get("arms") or {}).values()
     if not any("radiomics" in (arm.get("feature_sets") or []) for arm in arms):
         return None
-    config = yaml.safe_load(run.layout.config.read_text(encoding="utf-8")) or {}
+    config = yaml.safe_load(config_text) or {}
     versions = manifest.get("versions") or {}
     features = run.layout.feature_table("radiomics")
     engine = str((config.get("radiomics") or {}).get("engine", "native"))

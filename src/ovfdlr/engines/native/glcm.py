@@ -71,11 +71,10 @@ from typing import Any
 
 import numpy as np
 
-from ovfdlr.engines.catalogue import FEATURES
+from ovfdlr.engines.catalogue import FEATURES, resolve_names
+from ovfdlr.engines.native.arrays import drop_absent_levels, drop_empty, nanmean
 from ovfdlr.engines.native.neighbourhood import (
     NeighbourhoodMatrices,
-    neighbourhood_matrices_for,
-    resolve_names,
 )
 
 __all__ = ["FEATURE_NAMES", "compute", "features_from_matrices", "glcm_probabilities"]
@@ -118,9 +117,8 @@ def glcm_probabilities(
     # that numpy.delete leaves the same memory layout and later sums add in the same order.
     ng = counts.shape[0]
     p = counts.astype(np.float64)[None]
-    empty = np.setdiff1d(np.arange(1, ng + 1), gray_levels)
-    p = np.delete(p, empty - 1, 1)
-    p = np.delete(p, empty - 1, 2)
+    p = drop_absent_levels(p, gray_levels, ng, axis=1)
+    p = drop_absent_levels(p, gray_levels, ng, axis=2)
     if symmetrical:
         p += np.transpose(p, (0, 2, 1, 3)).copy()
     if weighting_norm is not None:
@@ -128,20 +126,13 @@ def glcm_probabilities(
         p = np.sum(p * weights[None, None, None, :], 3, keepdims=True)
     sum_p = np.sum(p, (1, 2))
     if p.shape[3] > 1:
-        empty_angles = np.where(np.sum(sum_p, 0) == 0)
-        if len(empty_angles[0]) > 0:
-            p = np.delete(p, empty_angles, 3)
-            sum_p = np.delete(sum_p, empty_angles, 1)
+        empty_angles = np.sum(sum_p, 0) == 0
+        if empty_angles.any():
+            p = drop_empty(p, empty_angles, 3)
+            sum_p = drop_empty(sum_p, empty_angles, 1)
     sum_p[sum_p == 0] = np.nan
     p /= sum_p[:, None, None, :]
     return p[0]
-
-
-def _nanmean(values: np.ndarray) -> Any:
-    """``numpy.nanmean`` over all elements, NaN (without a warning) when none is a number."""
-    if values.size == 0 or np.isnan(values).all():
-        return np.nan
-    return np.nanmean(values)
 
 
 class _Coefficients:
@@ -240,13 +231,13 @@ def _correlation(c: _Coefficients) -> Any:
     corm = np.sum(c.p * (c.i3 - c.ux) * (c.j3 - c.uy), (0, 1), keepdims=True)
     corr = corm / (sigx * sigy + EPS)
     corr[sigx * sigy == 0] = 1
-    return _nanmean(corr)
+    return nanmean(corr)
 
 
 def _difference_variance(c: _Coefficients) -> Any:
     k = c.k_diff[:, None]
     diffavg = np.sum((k * c.px_sub_y), 0, keepdims=True)
-    return _nanmean(np.sum((c.px_sub_y * ((k - diffavg) ** 2)), 0))
+    return nanmean(np.sum((c.px_sub_y * ((k - diffavg) ** 2)), 0))
 
 
 def _imc1(c: _Coefficients) -> Any:
@@ -257,14 +248,14 @@ def _imc1(c: _Coefficients) -> Any:
     imc1 = c.hxy - hxy1
     imc1[div != 0] /= div[div != 0]
     imc1[div == 0] = 0
-    return _nanmean(imc1)
+    return nanmean(imc1)
 
 
 def _imc2(c: _Coefficients) -> Any:
     hxy2 = (-1) * np.sum((c.pxpy * c.log_pxpy), (0, 1))
     imc2 = (1 - np.e ** (-2 * (hxy2 - c.hxy))) ** 0.5
     imc2[hxy2 == c.hxy] = 0
-    return _nanmean(imc2)
+    return nanmean(imc2)
 
 
 def _mcc(c: _Coefficients) -> Any:
@@ -290,39 +281,37 @@ def _mcc(c: _Coefficients) -> Any:
         ry = np.where(py > 0, 1 / np.sqrt(py), 0.0)
     b = rx[:, :, None] * p * ry[:, None, :]
     eigen = np.linalg.eigvalsh(b @ np.transpose(b, (0, 2, 1)))  # ascending, per angle
-    return _nanmean(np.sqrt(np.maximum(eigen[:, -2], 0.0)))
+    return nanmean(np.sqrt(np.maximum(eigen[:, -2], 0.0)))
 
 
 _FEATURES: dict[str, Callable[[_Coefficients], Any]] = {
-    "Autocorrelation": lambda c: _nanmean(np.sum(c.p * (c.i * c.j)[:, :, None], (0, 1))),
+    "Autocorrelation": lambda c: nanmean(np.sum(c.p * (c.i * c.j)[:, :, None], (0, 1))),
     # third and fourth powers as products of the square: 3x faster than pow, the last bit apart
-    "ClusterProminence": lambda c: _nanmean(np.sum((c.p * (c.sum_centred2**2)), (0, 1))),
-    "ClusterShade": lambda c: _nanmean(np.sum((c.p * (c.sum_centred2 * c.sum_centred)), (0, 1))),
-    "ClusterTendency": lambda c: _nanmean(np.sum((c.p * c.sum_centred2), (0, 1))),
-    "Contrast": lambda c: _nanmean(np.sum((c.p * ((np.abs(c.i - c.j))[:, :, None] ** 2)), (0, 1))),
+    "ClusterProminence": lambda c: nanmean(np.sum((c.p * (c.sum_centred2**2)), (0, 1))),
+    "ClusterShade": lambda c: nanmean(np.sum((c.p * (c.sum_centred2 * c.sum_centred)), (0, 1))),
+    "ClusterTendency": lambda c: nanmean(np.sum((c.p * c.sum_centred2), (0, 1))),
+    "Contrast": lambda c: nanmean(np.sum((c.p * ((np.abs(c.i - c.j))[:, :, None] ** 2)), (0, 1))),
     "Correlation": _correlation,
-    "DifferenceAverage": lambda c: _nanmean(c.diff_average),
-    "DifferenceEntropy": lambda c: _nanmean(
+    "DifferenceAverage": lambda c: nanmean(c.diff_average),
+    "DifferenceEntropy": lambda c: nanmean(
         (-1) * np.sum((c.px_sub_y * np.log2(c.px_sub_y + EPS)), 0)
     ),
     "DifferenceVariance": _difference_variance,
-    "Id": lambda c: _nanmean(np.sum(c.px_sub_y / (1 + c.k_diff[:, None]), 0)),
-    "Idm": lambda c: _nanmean(np.sum(c.px_sub_y / (1 + (c.k_diff[:, None] ** 2)), 0)),
-    "Idmn": lambda c: _nanmean(
-        np.sum(c.px_sub_y / (1 + ((c.k_diff[:, None] ** 2) / (c.ng**2))), 0)
-    ),
-    "Idn": lambda c: _nanmean(np.sum(c.px_sub_y / (1 + (c.k_diff[:, None] / c.ng)), 0)),
+    "Id": lambda c: nanmean(np.sum(c.px_sub_y / (1 + c.k_diff[:, None]), 0)),
+    "Idm": lambda c: nanmean(np.sum(c.px_sub_y / (1 + (c.k_diff[:, None] ** 2)), 0)),
+    "Idmn": lambda c: nanmean(np.sum(c.px_sub_y / (1 + ((c.k_diff[:, None] ** 2) / (c.ng**2))), 0)),
+    "Idn": lambda c: nanmean(np.sum(c.px_sub_y / (1 + (c.k_diff[:, None] / c.ng)), 0)),
     "Imc1": _imc1,
     "Imc2": _imc2,
-    "InverseVariance": lambda c: _nanmean(np.sum(c.px_sub_y[1:, :] / c.k_diff[1:, None] ** 2, 0)),
+    "InverseVariance": lambda c: nanmean(np.sum(c.px_sub_y[1:, :] / c.k_diff[1:, None] ** 2, 0)),
     "JointAverage": _joint_average,
-    "JointEnergy": lambda c: _nanmean(np.sum((c.p**2), (0, 1))),
-    "JointEntropy": lambda c: _nanmean(c.hxy),
+    "JointEnergy": lambda c: nanmean(np.sum((c.p**2), (0, 1))),
+    "JointEntropy": lambda c: nanmean(c.hxy),
     "MCC": _mcc,
-    "MaximumProbability": lambda c: _nanmean(np.amax(c.p, (0, 1)) if c.p.shape[2] else np.empty(0)),
-    "SumAverage": lambda c: _nanmean(np.sum((c.k_sum[:, None] * c.px_add_y), 0)),
-    "SumEntropy": lambda c: _nanmean((-1) * np.sum((c.px_add_y * np.log2(c.px_add_y + EPS)), 0)),
-    "SumSquares": lambda c: _nanmean(np.sum((c.p * ((c.i3 - c.ux) ** 2)), (0, 1))),
+    "MaximumProbability": lambda c: nanmean(np.amax(c.p, (0, 1)) if c.p.shape[2] else np.empty(0)),
+    "SumAverage": lambda c: nanmean(np.sum((c.k_sum[:, None] * c.px_add_y), 0)),
+    "SumEntropy": lambda c: nanmean((-1) * np.sum((c.px_add_y * np.log2(c.px_add_y + EPS)), 0)),
+    "SumSquares": lambda c: nanmean(np.sum((c.p * ((c.i3 - c.ux) ** 2)), (0, 1))),
 }
 
 
@@ -360,10 +349,9 @@ def compute(
     settings: Mapping[str, Any],
     names: Iterable[str] | None = None,
 ) -> dict[str, float]:
-    """PyRadiomics' GLCM features of the ROI ``mask`` in the binned image ``binned`` (z, y, x),
-    ``spacing`` in (x, y, z); ``names`` None: every non-deprecated feature."""
-    resolve_names(names, FEATURE_NAMES)
-    matrices = neighbourhood_matrices_for(
-        binned, mask, settings, glcm=True, gldm=False, ngtdm=False
-    )
-    return features_from_matrices(matrices, spacing, settings, names)
+    """PyRadiomics' GLCM features of the ROI ``mask`` in the binned image ``binned``
+    (z, y, x); ``names`` None: every non-deprecated feature (this class alone through
+    :func:`ovfdlr.engines.native.texture.compute_classes`)."""
+    from ovfdlr.engines.native.texture import compute_classes
+
+    return compute_classes(binned, mask, spacing, settings, {"glcm": names})["glcm"]

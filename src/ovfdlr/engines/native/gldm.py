@@ -43,11 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from ovfdlr.engines.catalogue import FEATURES
+from ovfdlr.engines.catalogue import FEATURES, resolve_names
+from ovfdlr.engines.native.arrays import drop_absent_levels, drop_empty
 from ovfdlr.engines.native.neighbourhood import (
     NeighbourhoodMatrices,
-    neighbourhood_matrices_for,
-    resolve_names,
 )
 
 __all__ = ["FEATURE_NAMES", "compute", "features_from_matrices"]
@@ -65,15 +64,15 @@ class _Coefficients:
         ng, width = counts.shape  # width = Na + 1; cMatrices.calculate_gldm has 2 Na + 1
         p = np.zeros((1, ng, 2 * width - 1))
         p[0, :, :width] = counts
-        empty = np.setdiff1d(np.arange(1, ng + 1), gray_levels)
-        p = np.delete(p, empty - 1, 1)
+        p = drop_absent_levels(p, gray_levels, ng, axis=1)
         jvector = np.arange(1, p.shape[2] + 1, dtype="float64")
         pd = np.sum(p, 1)
         self.pg = np.sum(p, 2)
         empty_sizes = np.sum(pd, 0)
-        self.p = np.delete(p, np.where(empty_sizes == 0), 2)
-        self.jvector = np.delete(jvector, np.where(empty_sizes == 0))
-        self.pd = np.delete(pd, np.where(empty_sizes == 0), 1)
+        empty = empty_sizes == 0
+        self.p = drop_empty(p, empty, 2)
+        self.jvector = drop_empty(jvector, empty, 0)
+        self.pd = drop_empty(pd, empty, 1)
         nz = np.sum(self.pd, 1)
         nz[nz == 0] = 1
         self.nz = nz
@@ -153,10 +152,9 @@ def compute(
     settings: Mapping[str, Any],
     names: Iterable[str] | None = None,
 ) -> dict[str, float]:
-    """PyRadiomics' GLDM features of the ROI ``mask`` in the binned image ``binned`` (z, y, x);
-    ``names`` None: every non-deprecated feature."""
-    resolve_names(names, FEATURE_NAMES)
-    matrices = neighbourhood_matrices_for(
-        binned, mask, settings, glcm=False, gldm=True, ngtdm=False
-    )
-    return features_from_matrices(matrices, spacing, settings, names)
+    """PyRadiomics' GLDM features of the ROI ``mask`` in the binned image ``binned``
+    (z, y, x); ``names`` None: every non-deprecated feature (this class alone through
+    :func:`ovfdlr.engines.native.texture.compute_classes`)."""
+    from ovfdlr.engines.native.texture import compute_classes
+
+    return compute_classes(binned, mask, spacing, settings, {"gldm": names})["gldm"]

@@ -49,15 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from ovfdlr.engines.catalogue import FEATURES
-from ovfdlr.engines.native.runs_zones import (
-    drop_absent_levels,
-    drop_empty,
-    glrlm_matrix,
-    prepare,
-    resolve_names,
-    segment_settings,
-)
+from ovfdlr.engines.catalogue import FEATURES, resolve_names
+from ovfdlr.engines.native.arrays import drop_absent_levels, drop_empty, nanmean
+from ovfdlr.engines.native.runs_zones import glrlm_matrix, prepare, segment_settings
 
 __all__ = ["FEATURE_NAMES", "compute"]
 
@@ -79,15 +73,6 @@ def _angle_weights(angles: np.ndarray, spacing_zyx: np.ndarray, norm: str) -> np
         else:  # 'no_weighting', and PyRadiomics' fallback for an unknown norm
             weights[k] = 1
     return weights
-
-
-def _nanmean(values: np.ndarray) -> float:
-    """``numpy.nanmean`` over the angles, NaN (without a warning) when every angle is NaN."""
-    nan = np.isnan(values)
-    count = values.size - int(np.count_nonzero(nan))
-    if count == 0:
-        return float("nan")
-    return float(np.sum(np.where(nan, 0.0, values)) / count)
 
 
 class _Matrix:
@@ -240,4 +225,4 @@ def compute(
     """
     chosen = resolve_names(names, FEATURE_NAMES)
     matrix = _Matrix(np.asarray(binned), mask, spacing, settings)
-    return {name: _nanmean(_FEATURES[name](matrix)) for name in chosen}
+    return {name: float(nanmean(_FEATURES[name](matrix))) for name in chosen}

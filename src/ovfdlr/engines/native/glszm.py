@@ -40,15 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from ovfdlr.engines.catalogue import FEATURES
-from ovfdlr.engines.native.runs_zones import (
-    drop_absent_levels,
-    drop_empty,
-    glszm_matrix,
-    prepare,
-    resolve_names,
-    segment_settings,
-)
+from ovfdlr.engines.catalogue import FEATURES, resolve_names
+from ovfdlr.engines.native.arrays import drop_absent_levels, drop_empty
+from ovfdlr.engines.native.runs_zones import glszm_matrix, prepare, segment_settings
 
 __all__ = ["FEATURE_NAMES", "compute"]
 

@@ -69,15 +69,12 @@ from typing import Any
 import numba
 import numpy as np
 
-from ovfdlr.engines.catalogue import resolve_names
-
 __all__ = [
     "NeighbourhoodMatrices",
     "angle_settings",
     "generate_angles",
     "neighbourhood_matrices",
     "neighbourhood_matrices_for",
-    "resolve_names",
     "roi_gray_levels",
 ]
 
@@ -88,9 +85,7 @@ class NeighbourhoodMatrices:
 
     gray_levels: np.ndarray  # levels present in the ROI, sorted (int64)
     Ng: int  # the largest of them: the matrices' size
-    angles: np.ndarray  # (Na, 3) bidirectional offsets (z, y, x), GLDM and NGTDM
-    glcm_angles: np.ndarray  # (Na // 2, 3) one-directional offsets, GLCM
-    gldm_a: int
+    glcm_angles: np.ndarray  # (Na // 2, 3) one-directional offsets (z, y, x), GLCM
     glcm: np.ndarray | None = None
     gldm: np.ndarray | None = None
     ngtdm_n: np.ndarray | None = None
@@ -344,9 +339,7 @@ def neighbourhood_matrices_for(
     return NeighbourhoodMatrices(
         gray_levels=levels,
         Ng=ng,
-        angles=angles,
         glcm_angles=angles[: angles.shape[0] // 2],
-        gldm_a=alpha,
         glcm=p_glcm,
         gldm=p_gldm,
         ngtdm_n=n,

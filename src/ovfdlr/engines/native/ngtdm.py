@@ -30,11 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ovfdlr.engines.catalogue import FEATURES
+from ovfdlr.engines.catalogue import FEATURES, resolve_names
 from ovfdlr.engines.native.neighbourhood import (
     NeighbourhoodMatrices,
-    neighbourhood_matrices_for,
-    resolve_names,
 )
 
 __all__ = ["FEATURE_NAMES", "compute", "features_from_matrices"]
@@ -129,10 +127,9 @@ def compute(
     settings: Mapping[str, Any],
     names: Iterable[str] | None = None,
 ) -> dict[str, float]:
-    """PyRadiomics' NGTDM features of the ROI ``mask`` in the binned image ``binned`` (z, y, x);
-    ``names`` None: every feature."""
-    resolve_names(names, FEATURE_NAMES)
-    matrices = neighbourhood_matrices_for(
-        binned, mask, settings, glcm=False, gldm=False, ngtdm=True
-    )
-    return features_from_matrices(matrices, spacing, settings, names)
+    """PyRadiomics' NGTDM features of the ROI ``mask`` in the binned image ``binned``
+    (z, y, x); ``names`` None: every non-deprecated feature (this class alone through
+    :func:`ovfdlr.engines.native.texture.compute_classes`)."""
+    from ovfdlr.engines.native.texture import compute_classes
+
+    return compute_classes(binned, mask, spacing, settings, {"ngtdm": names})["ngtdm"]

@@ -37,17 +37,12 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from ovfdlr.engines.catalogue import resolve_names
-
 __all__ = [
     "Roi",
-    "drop_absent_levels",
-    "drop_empty",
     "generate_angles",
     "glrlm_matrix",
     "glszm_matrix",
     "prepare",
-    "resolve_names",
     "segment_settings",
 ]
 
@@ -77,28 +72,6 @@ def segment_settings(settings: Mapping[str, Any]) -> tuple[bool, int]:
     return bool(settings.get("force2D", False)), int(settings.get("force2Ddimension", 0))
 
 
-def drop_absent_levels(matrix: np.ndarray, levels: np.ndarray, ng: int) -> np.ndarray:
-    """The matrix' rows (axis 0) of the gray levels ``1..ng`` that are in ``levels`` only.
-
-    Through ``numpy.delete`` with an index array as PyRadiomics does: the result's memory layout
-    (and so numpy's summation order in the features) is then the same as PyRadiomics'.
-    """
-    absent = np.setdiff1d(np.arange(1, ng + 1), levels)
-    return np.delete(matrix, absent - 1, 0)
-
-
-def drop_empty(array: np.ndarray, empty: np.ndarray, axis: int) -> np.ndarray:
-    """``array`` without the entries along ``axis`` where ``empty`` is True.
-
-    Called as PyRadiomics calls ``numpy.delete`` (with ``numpy.where``'s tuple): numpy.delete
-    gives a C-ordered copy when one entry goes and an advanced-indexing layout otherwise, and
-    numpy's summation order follows the layout, so the same call keeps the features' sums
-    bit-identical to PyRadiomics'.
-    """
-    return np.delete(array, np.where(empty), axis)
-
-
-@numba.njit(cache=True, nogil=True)
 def _padded_codes(binned: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes (ROI gray level, 0 elsewhere, :data:`OUTSIDE` in a one-voxel frame), a
     presence table of the ROI's gray levels and the ROI's voxel count; a gray level below 1 in
