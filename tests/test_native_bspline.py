@@ -19,7 +19,9 @@ from ovfdlr.engines.native import imageops
 from ovfdlr.engines.native.bspline import resample_bspline
 from ovfdlr.radiomics import load_params
 
-PYRADIOMICS_DATA = Path("/work/shared/data/pyradiomics")
+from .conftest import shared_data_dir
+
+PYRADIOMICS_DATA = shared_data_dir() / "pyradiomics"
 
 
 def _sitk(image, size, origin, spacing, direction, pixel_id) -> np.ndarray:
@@ -108,10 +110,7 @@ def test_synthetic_cohort(cohort, monkeypatch):
 @pytest.mark.parametrize("name", ["brain1", "breast1"])
 @pytest.mark.parametrize("spacing", [[1, 1, 1], [2, 2, 2], [0.7, 0.9, 1.3]])
 def test_pyradiomics_images(name, spacing, monkeypatch):
-    image_path = PYRADIOMICS_DATA / f"{name}_image.nrrd"
-    if not image_path.exists():
-        pytest.skip("PyRadiomics' test images are not here")
-    image = sitk.ReadImage(str(image_path))
+    image = sitk.ReadImage(str(PYRADIOMICS_DATA / f"{name}_image.nrrd"))
     mask = sitk.ReadImage(str(PYRADIOMICS_DATA / f"{name}_label.nrrd"))
     settings = {"resampledPixelSpacing": spacing, "interpolator": "sitkBSpline", "padDistance": 5}
     calls = _engine_calls(monkeypatch, image, mask, settings, 1)
@@ -180,10 +179,12 @@ def test_identity_grid_and_long_lines():
     image = sitk.GetImageFromArray(rng.normal(0, 300, size=(19, 23, 40)).astype(np.float32))
     image.SetSpacing([0.5, 0.75, 1.25])
     image.SetOrigin([3.0, -4.0, 10.0])
-    _assert_same(
+    assert _assert_same(
         image, image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection()
     )
-    _assert_same(image, [70, 30, 40], [2.9, -4.3, 9.5], [0.3, 0.6, 0.7], image.GetDirection())
+    assert _assert_same(
+        image, [70, 30, 40], [2.9, -4.3, 9.5], [0.3, 0.6, 0.7], image.GetDirection()
+    )
 
 
 def test_two_voxel_axis():

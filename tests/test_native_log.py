@@ -12,7 +12,6 @@ Images with an axis shorter than 4 voxels make ITK raise; there the function ret
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,10 @@ from ovfdlr.engines.native.imageops import prepare
 from ovfdlr.engines.native.recursive_gaussian import laplacian_of_gaussian
 from ovfdlr.synthetic import generate_cohort
 
+from .conftest import shared_data_dir
+
 SIGMAS = (0.5, 1.0, 2.0, 3.0, 5.0)
-PYRADIOMICS_DATA = Path("/work/shared/data/pyradiomics")
+PYRADIOMICS_DATA = shared_data_dir() / "pyradiomics"
 RESAMPLE_1MM = {"resampledPixelSpacing": [1, 1, 1], "interpolator": "sitkBSpline", "padDistance": 5}
 
 
@@ -92,10 +93,7 @@ def test_synthetic_cohort_native_grid(cohort):
 
 @pytest.mark.parametrize("name", ["brain1", "breast1"])
 def test_pyradiomics_images(name):
-    image_path = PYRADIOMICS_DATA / f"{name}_image.nrrd"
-    if not image_path.exists():
-        pytest.skip("PyRadiomics test data not available")
-    image = sitk.ReadImage(str(image_path))
+    image = sitk.ReadImage(str(PYRADIOMICS_DATA / f"{name}_image.nrrd"))
     mask = sitk.ReadImage(str(PYRADIOMICS_DATA / f"{name}_label.nrrd"))
     _assert_exact(image, (1.0, 3.0))
     resampled, _, _ = prepare(image, mask, RESAMPLE_1MM, 1)

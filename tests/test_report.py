@@ -808,7 +808,6 @@ def test_metadata_names_the_radiomics_engine_and_its_compliance(run_dir, html):
 def test_ibsi_run_metadata_prints_the_agreement_and_the_tags(tmp_path):
     """For a run with engine: ibsi, the metadata carry IBSI's agreement table (the shipped
     measurement) and each radiomics column's IBSI tag."""
-    from ovfdlr.engines import ibsi_agreement
     from ovfdlr.layout import RunLayout
     from ovfdlr.report.context import radiomics_engine
     from ovfdlr.report.reading import RunFolder
@@ -822,9 +821,14 @@ def test_ibsi_run_metadata_prints_the_agreement_and_the_tags(tmp_path):
     tags.write_text("feature,ibsi_tag\noriginal_glcm_ClusterShade_3D_avg,cm_clust_shade_3D_avg\n")
     manifest = {
         "arms": {"r": {"feature_sets": ["radiomics"]}},
-        "versions": {"radiomics engine": "ibsi mirp 2.7.0"},
+        "versions": {"radiomics engine": "ibsi 0.1.0 mirp 2.7.0"},
     }
-    found = radiomics_engine(RunFolder(tmp_path, tmp_path), manifest)
-    assert found["engine"] == "ibsi" and found["version"] == "ibsi mirp 2.7.0"
-    assert len(found["agreement"].rows) == len(ibsi_agreement())
+    found = radiomics_engine(
+        RunFolder(tmp_path, tmp_path), manifest, layout.config.read_text(encoding="utf-8")
+    )
+    assert found["engine"] == "ibsi" and found["version"] == "ibsi 0.1.0 mirp 2.7.0"
+    shipped = pd.read_csv(
+        Path(__file__).parents[1] / "src" / "ovfdlr" / "params" / "ibsi-agreement.csv"
+    )
+    assert found["agreement"].rows == shipped.astype(str).values.tolist()
     assert found["tags"].rows == [["original_glcm_ClusterShade_3D_avg", "cm_clust_shade_3D_avg"]]
