@@ -231,3 +231,35 @@ def test_predict_refuses_a_bundle_whose_engine_is_not_installed(tmp_path, monkey
     assert len(problems) == 1
     assert "pip install 'ovfdlr[pyradiomics]'" in problems[0].message
     assert "the bundle's radiomics engine pyradiomics" in problems[0].message
+
+
+# The numba kernels of the native engine, by module: losing a decorator keeps every value (the
+# same Python runs) but makes a case several times slower, which no equality test sees.
+KERNELS = {
+    "bspline": ("_filter_lines", "_coefficients", "_support", "_store", "_sum4", "_resample"),
+    "neighbourhood": ("_count",),
+    "recursive_gaussian": ("_filter_rows", "_filter_axis", "_log3d", "_log2d"),
+    "runs_zones": ("_padded_codes", "_count_runs", "_count_zones"),
+    "shape": (
+        "_mesh",
+        "_line_extremes",
+        "_max_sq_distance",
+        "_max_sq_distance_planes",
+        "_diameters",
+        "_padded_coordinates",
+    ),
+}
+
+
+@pytest.mark.parametrize("module", sorted(KERNELS))
+def test_native_kernels_are_compiled_without_the_gil(module):
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    loaded = importlib.import_module(f"ovfdlr.engines.native.{module}")
+    for name in KERNELS[module]:
+        kernel = getattr(loaded, name)
+        assert isinstance(kernel, CPUDispatcher), f"{module}.{name} is not a numba kernel"
+        assert kernel.targetoptions.get("nogil"), f"{module}.{name} holds the GIL"
+        assert type(kernel._cache).__name__ == "FunctionCache", f"{module}.{name}: no disk cache"

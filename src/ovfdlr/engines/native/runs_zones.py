@@ -72,6 +72,7 @@ def segment_settings(settings: Mapping[str, Any]) -> tuple[bool, int]:
     return bool(settings.get("force2D", False)), int(settings.get("force2Ddimension", 0))
 
 
+@numba.njit(cache=True, nogil=True)
 def _padded_codes(binned: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes (ROI gray level, 0 elsewhere, :data:`OUTSIDE` in a one-voxel frame), a
     presence table of the ROI's gray levels and the ROI's voxel count; a gray level below 1 in
