@@ -69,3 +69,25 @@ def test_it_stops_when_the_process_that_started_it_is_killed():
         if child is not None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(child).kill()
+
+
+def _blas_threads(_):
+    from threadpoolctl import threadpool_info
+
+    return sorted({pool["num_threads"] for pool in threadpool_info()}), os.getpid()
+
+
+def test_worker_processes_share_the_cores_out(monkeypatch):
+    """Each of N workers runs its BLAS/OpenMP pools with cores // N threads (at least one), so
+    workers on every core do not start a thread per core each."""
+    from ovfdlr import parallel
+
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 4)
+    assert parallel.worker_threads(2) == 2
+    assert parallel.worker_threads(4) == parallel.worker_threads(8) == 1
+    monkeypatch.undo()
+    expected = max(1, (os.cpu_count() or 1) // 2)
+    results = parallel.run_tasks(_blas_threads, list(range(6)), jobs=2, progress=False)
+    assert {pid for _, pid in results} - {os.getpid()}  # ran in worker processes
+    assert all(threads == [expected] for threads, _ in results), results
+    parallel.shutdown_workers()

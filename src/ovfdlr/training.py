@@ -152,14 +152,23 @@ def patient_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int):
 
 
 @dataclass(frozen=True)
-class _FoldTask:
+class _SelectionTask:
+    """Fit the selection on one part of the training cohort (a fold's training part, or all of
+    it for the final model) and transform that part and the held-out one."""
+
     X: pd.DataFrame
     y: np.ndarray
     groups: np.ndarray
     train: np.ndarray
-    test: np.ndarray
-    fold: int
+    test: np.ndarray | None  # None: the whole training cohort (step 4)
     settings: TrainSettings
+
+
+@dataclass(frozen=True)
+class _Selected:
+    selection: Pipeline
+    Z_train: pd.DataFrame
+    Z_test: pd.DataFrame | None
 
 
 def _fit_selection(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, settings: TrainSettings):
@@ -168,21 +177,53 @@ def _fit_selection(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, settings:
     return pipeline
 
 
-def _run_fold(task: _FoldTask) -> dict[str, Any]:
-    """Fit the selection on the fold's training part, then every classifier at every grid point."""
-    settings = task.settings
+def _run_selection(task: _SelectionTask) -> _Selected:
     X_train = task.X.iloc[task.train]
-    selection = _fit_selection(X_train, task.y[task.train], task.groups[task.train], settings)
-    Z_train = selection.transform(X_train)
-    Z_test = selection.transform(task.X.iloc[task.test])
-    predictions = {}
-    for spec in specs(settings.classifiers, settings.quick):
-        for index, params in enumerate(spec.grid()):
-            model = spec.build(params, seed=settings.seed)
-            y_train = settings.labels.positions(task.y[task.train])
-            fit_classifier(model, Z_train, y_train, task.groups[task.train], settings.seed)
-            predictions[(spec.key, index)] = _proba(model, Z_test, settings.labels)
-    return {"fold": task.fold, "selected": list(Z_train.columns), "predictions": predictions}
+    selection = _fit_selection(X_train, task.y[task.train], task.groups[task.train], task.settings)
+    Z_test = None if task.test is None else selection.transform(task.X.iloc[task.test])
+    return _Selected(selection, selection.transform(X_train), Z_test)
+
+
+@dataclass(frozen=True)
+class _GridTask:
+    """One classifier at every point of its search space on one fold's selected features."""
+
+    key: str
+    Z_train: pd.DataFrame
+    y_train: np.ndarray
+    groups_train: np.ndarray
+    Z_test: pd.DataFrame
+    settings: TrainSettings
+
+
+def _run_grid(task: _GridTask) -> list[np.ndarray]:
+    """The held-out probabilities of every grid point, in grid order."""
+    settings = task.settings
+    spec = next(s for s in specs([task.key], settings.quick))
+    y_train = settings.labels.positions(task.y_train)
+    out = []
+    for params in spec.grid():
+        model = spec.build(params, seed=settings.seed)
+        fit_classifier(model, task.Z_train, y_train, task.groups_train, settings.seed)
+        out.append(_proba(model, task.Z_test, settings.labels))
+    return out
+
+
+@dataclass(frozen=True)
+class _RefitTask:
+    key: str
+    params: dict[str, Any]
+    Z: pd.DataFrame
+    y: np.ndarray
+    groups: np.ndarray
+    settings: TrainSettings
+
+
+def _run_refit(task: _RefitTask):
+    spec = next(s for s in specs([task.key], task.settings.quick))
+    model = spec.build(task.params, seed=task.settings.seed)
+    labels = task.settings.labels
+    return fit_classifier(model, task.Z, labels.positions(task.y), task.groups, task.settings.seed)
 
 
 def _proba(model, Z, labels: LabelScheme = DEFAULT) -> np.ndarray:
@@ -250,24 +291,66 @@ def _listed(counts: dict[int, int]) -> str:
     return ", ".join(f"{c}: {n}" for c, n in counts.items())
 
 
-def _cross_validate(X, y, groups, settings: TrainSettings, arm: str, progress: bool):
-    """Steps 1-2: the patient-grouped folds, each fitted and predicted (in parallel)."""
-    splits = patient_folds(y, groups, settings.folds, settings.seed)
-    tasks = [
-        _FoldTask(X, y, groups, train, test, fold, settings)
-        for fold, (train, test) in enumerate(splits)
-    ]
-    results = run_tasks(
-        _run_fold,
-        tasks,
-        jobs=settings.jobs,
-        description=f"cross-validation ({arm})",
-        progress=progress,
-    )
+def _run_all(fn, tasks: list, settings: TrainSettings, description: str, progress: bool):
+    """``fn`` over ``tasks`` in ``settings.jobs`` processes; the first failure is an error."""
+    results = run_tasks(fn, tasks, jobs=settings.jobs, description=description, progress=progress)
     failures = [r for r in results if isinstance(r, TaskFailure)]
     if failures:
-        raise TrainingError(f"cross-validation failed: {failures[0].reason}")
-    return tasks, results
+        raise TrainingError(f"{description} failed: {failures[0].reason}")
+    return results
+
+
+@dataclass(frozen=True)
+class _Fold:
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+
+
+def _cross_validate(X, y, groups, settings: TrainSettings, arm: str, progress: bool):
+    """Steps 1, 2 and the selection of step 4, as tasks that keep every process busy: the
+    selection of every fold and of the whole cohort side by side, then every classifier's grid
+    on every fold. Each task's result depends on its inputs and the seed only, so the results
+    are those of fitting fold after fold in one process.
+
+    Returns the folds, each fold's result (``selected`` features and ``predictions`` by
+    (classifier, grid point)) and the selection fitted on the whole training cohort with its
+    transform of it."""
+    splits = patient_folds(y, groups, settings.folds, settings.seed)
+    folds = [_Fold(fold, train, test) for fold, (train, test) in enumerate(splits)]
+    every = np.arange(len(y))
+    selections = _run_all(
+        _run_selection,
+        [_SelectionTask(X, y, groups, f.train, f.test, settings) for f in folds]
+        + [_SelectionTask(X, y, groups, every, None, settings)],
+        settings,
+        f"selection ({arm})",
+        progress,
+    )
+    keys = [spec.key for spec in specs(settings.classifiers, settings.quick)]
+    grid_tasks = [
+        _GridTask(
+            key,
+            selected.Z_train,
+            y[f.train],
+            groups[f.train],
+            selected.Z_test,
+            settings,
+        )
+        for f, selected in zip(folds, selections, strict=False)
+        for key in keys
+    ]
+    grids = _run_all(_run_grid, grid_tasks, settings, f"cross-validation ({arm})", progress)
+    results = []
+    for i, (f, selected) in enumerate(zip(folds, selections, strict=False)):
+        predictions = {}
+        for j, key in enumerate(keys):
+            for point, proba in enumerate(grids[i * len(keys) + j]):
+                predictions[(key, point)] = proba
+        results.append(
+            {"fold": f.fold, "selected": list(selected.Z_train.columns), "predictions": predictions}
+        )
+    return folds, results, selections[-1]
 
 
 def _tune(tasks, results, y, index: pd.Index, settings: TrainSettings):
@@ -306,15 +389,23 @@ def _tune(tasks, results, y, index: pd.Index, settings: TrainSettings):
     return pd.DataFrame(records), best_params, oof_frames
 
 
-def _refit(X, y, groups, settings: TrainSettings, best_params) -> tuple[Pipeline, dict]:
-    """Step 4: the selection on the whole training cohort, then each tuned classifier."""
-    selection = _fit_selection(X, y, groups, settings)
-    Z = selection.transform(X)
-    models = {}
-    for spec in specs(settings.classifiers, settings.quick):
-        model = spec.build(best_params[spec.key], seed=settings.seed)
-        fit_classifier(model, Z, settings.labels.positions(y), groups, settings.seed)
-        models[spec.key] = Pipeline([("selection", selection), ("classifier", model)])
+def _refit(
+    whole: _Selected, y, groups, settings: TrainSettings, best_params, arm: str, progress: bool
+) -> tuple[Pipeline, dict]:
+    """Step 4: each tuned classifier on the selection fitted on the whole training cohort."""
+    selection = whole.selection
+    keys = [spec.key for spec in specs(settings.classifiers, settings.quick)]
+    fitted = _run_all(
+        _run_refit,
+        [_RefitTask(k, best_params[k], whole.Z_train, y, groups, settings) for k in keys],
+        settings,
+        f"final models ({arm})",
+        progress,
+    )
+    models = {
+        key: Pipeline([("selection", selection), ("classifier", model)])
+        for key, model in zip(keys, fitted, strict=True)
+    }
     return selection, models
 
 
@@ -329,9 +420,9 @@ def fit_arm(
     """Train an arm on its fused features (index case_id); see the module docstring."""
     settings = settings or TrainSettings()
     X, y, groups, rows = _training_matrix(features, cohort, settings)
-    tasks, results = _cross_validate(X, y, groups, settings, arm, progress)
-    cv_results, best_params, oof_frames = _tune(tasks, results, y, rows.index, settings)
-    selection, models = _refit(X, y, groups, settings, best_params)
+    folds, results, whole = _cross_validate(X, y, groups, settings, arm, progress)
+    cv_results, best_params, oof_frames = _tune(folds, results, y, rows.index, settings)
+    selection, models = _refit(whole, y, groups, settings, best_params, arm, progress)
     best_cv = (
         cv_results.groupby(["classifier", "params"])["macro_auc"].mean().groupby("classifier").max()
     )
