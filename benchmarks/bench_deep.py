@@ -10,7 +10,7 @@ On prepared inputs of the synthetic cohort, in one run, for batch sizes 1, 16 an
 Input preparation (reading the CT, sampling the mid-sagittal plane, windowing) is timed
 separately, per case. Reports images per second (median of ``--repeats`` passes of each, timed
 in turn after a warm-up), the median ratio over those pairs, and the peak resident memory.
-``--device cuda`` runs both on a GPU.
+``--device cuda`` runs both on a GPU; ``--mixed-precision`` autocasts ovfdlr's side.
 
     python benchmarks/bench_deep.py --n 64
 """
@@ -58,7 +58,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="images per timed pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="autocast ovfdlr's side (not the bare one)"
+    )
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -90,16 +93,14 @@ def main() -> None:
     normalised = torch.from_numpy(normalize(images, "imagenet")).to(device)
 
     def ours(batch):
-        if device.type == "cpu":
-            return lambda: embed(backbone.model, images, "imagenet", batch)
-
-        def run():
-            with torch.inference_mode():
-                for i in range(0, len(images), batch):
-                    x = torch.from_numpy(normalize(images[i : i + batch], "imagenet")).to(device)
-                    backbone.model(x).float().cpu()
-
-        return run
+        return lambda: embed(
+            backbone.model,
+            images,
+            "imagenet",
+            batch,
+            device=device.type,
+            mixed_precision=args.mixed_precision,
+        )
 
     def plain(batch):
         def run():

@@ -21,8 +21,9 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Keep the per-case cache of every test run out of the user's home."""
+    """Keep the per-case cache and imported weights of every test run out of the user's home."""
     os.environ["OVFDLR_CACHE"] = str(tmp_path_factory.mktemp("ovfdlr-cache"))
+    os.environ["OVFDLR_WEIGHTS"] = str(tmp_path_factory.mktemp("ovfdlr-weights"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -101,6 +101,12 @@ def test_demo_config_is_the_two_arm_design(tmp_path):
     assert config.arms[1].deep.weights == weights
     assert pretrained == (weights == "imagenet")
     assert config.pairs() == [("deep", "radiomics")] and config.seed == 3
+    assert config.evaluation.nested_cv is None and config.evaluation.nested_folds == 3
+    assert all(config.nested_cv_for(arm)[0] for arm in config.arms)
+    path = write_demo_config(tmp_path, tmp_path / "m.csv", nested_cv=False)  # --no-nested-cv
+    config = load_config(path)
+    assert config.evaluation.nested_cv is False
+    assert not any(config.nested_cv_for(arm)[0] for arm in config.arms)
 
 
 def test_demo_refuses_contradictory_sizes(tmp_path):

@@ -247,4 +247,4 @@ def test_file_spec_strict_and_unknown_specs(tmp_path):
     with pytest.raises(WeightsError, match="unknown weights 'resnet'"):
         load_backbone("resnet")
     with pytest.raises(WeightsError, match="need a file"):
-        load_backbone("radimagenet")
+        load_backbone("file")

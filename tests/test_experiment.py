@@ -160,6 +160,19 @@ def test_small_end_to_end_run(finished_run):
     ]
     assert payload["arms"]["deep"]["deep"]["pretrained"] is False
     assert "UNTRAINED" in output
+    # deep.device defaults to auto: CUDA when torch sees it, else the CPU with a note
+    from ovfdlr.deep.device import cuda_available
+
+    deep = payload["arms"]["deep"]["deep"]
+    assert deep["device_requested"] == "auto" and deep["mixed_precision"] is False
+    report = (run / "report.html").read_text(encoding="utf-8")
+    if cuda_available():
+        assert deep["device"] == "cuda" and deep["device_note"] is None
+        assert "computed on a CUDA GPU" in report
+    else:
+        assert deep["device"] == "cpu"
+        assert "no CUDA device here, the deep features ran on the CPU" in deep["device_note"]
+        assert "computed on the CPU (arms.1.deep.device (deep) auto: no CUDA" in report
     for name in (
         "config.yaml",
         "run.log",
@@ -545,7 +558,7 @@ def test_example_configs_are_valid(name):
     if name == "paper":
         assert [a.name for a in config.arms] == ["radimagenet", "imagenet"]
         assert config.pairs() == [("radimagenet", "imagenet")]
-        assert config.arms[0].deep.weights.startswith("radimagenet:/")
+        assert config.arms[0].deep.weights == "radimagenet"  # by name: ovfdlr weights import
 
 
 @pytest.mark.slow

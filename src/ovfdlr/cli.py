@@ -360,6 +360,13 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = all cores.")] = 0,
     labels: SynthLabelsOption = "astlof",
+    nested_cv: Annotated[
+        bool,
+        typer.Option(
+            "--nested-cv/--no-nested-cv",
+            help="Nested cross-validation of each arm (3 outer folds; each costs a whole fit).",
+        ),
+    ] = True,
 ) -> None:
     """The main job on the embedded synthetic cohort: generate it, run the two-arm experiment
     (radiomics + morphometry, and the same fused with ResNet-50 features), write the report.
@@ -393,7 +400,7 @@ def demo(
         raise fail(f"--stratify: {exc}") from None
     console.print(f"[dim]stage[/] synthetic cohort: {time.perf_counter() - start:.1f} s")
     config = write_demo_config(
-        out, cohort_dir / "manifest.csv", seed=seed, jobs=jobs, labels=labels
+        out, cohort_dir / "manifest.csv", seed=seed, jobs=jobs, labels=labels, nested_cv=nested_cv
     )
     _run_and_summarise(load_config(config), out)
 
@@ -575,8 +582,8 @@ def extract_deep_command(
     weights: Annotated[
         str,
         typer.Option(
-            help="imagenet, imagenet:PATH, radimagenet:PATH (Keras .h5 or PyTorch), "
-            "file:PATH or random:SEED."
+            help="imagenet, imagenet:PATH, radimagenet (imported with ovfdlr weights import), "
+            "radimagenet:PATH (Keras .h5 or PyTorch), file:PATH or random:SEED."
         ),
     ],
     arm: Annotated[str, typer.Option(help="Arm name: columns are dtl-<arm>_0000 ...")],
@@ -595,6 +602,13 @@ def extract_deep_command(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: torch's).")] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present, else the CPU), cpu or cuda.")
+    ] = "auto",
+    mixed_precision: Annotated[
+        bool,
+        typer.Option(help="Autocast inference (float16 on CUDA, bfloat16 on the CPU)."),
+    ] = False,
     pca: Annotated[
         int | None, typer.Option(help="Reduce to K principal components fitted on training.")
     ] = None,
@@ -650,8 +664,18 @@ def extract_deep_command(
             pca=pca,
             finetune_epochs=finetune_epochs,
             seed=seed,
+            device_name=device,
         )
     )
+    from ovfdlr.deep.device import resolve_device
+    from ovfdlr.deep.errors import DeviceError
+
+    try:
+        used, note = resolve_device(device, "--device")
+    except DeviceError as exc:
+        raise fail(str(exc)) from None
+    if note:
+        err.print(f"[dim]note: {note}[/]", highlight=False, soft_wrap=True)
     cache_dir = _check_outputs(out, cache)
     cohort = _load_cohort(manifest, scheme, training_cohort)
     try:
@@ -671,6 +695,8 @@ def extract_deep_command(
             threads=threads,
             jobs=jobs,
             cache_dir=cache_dir,
+            device=used,
+            mixed_precision=mixed_precision,
         )
     except (WeightsError, InputError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -1102,3 +1128,108 @@ def manifest_totalseg_command(
     console.print(
         f"wrote {len(frame)} vertebra row(s) to {escape(str(out))}", highlight=False, soft_wrap=True
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the weights people use
+
+weights_app = typer.Typer(
+    help="The ResNet-50 weights people use: list what is here, fetch ImageNet's, import "
+    "RadImageNet's.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list_command(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="An experiment config: also show the weights each of its arms uses."),
+    ] = None,
+) -> None:
+    """What weights are available here by name, and (with --config) what each arm would use."""
+    from rich.markup import escape
+
+    from ovfdlr.config import ConfigError, load_config
+    from ovfdlr.deep.errors import WeightsError
+    from ovfdlr.deep.store import available, resolve
+
+    try:
+        rows = available()
+    except WeightsError as exc:
+        raise fail(str(exc)) from None
+    say = lambda text: console.print(escape(text), highlight=False, soft_wrap=True)  # noqa: E731
+    say("weights by name:")
+    for row in rows:
+        if row["available"]:
+            where = f" {row['file']}" if row["file"] else ""
+            digest = f" (SHA-256 {row['sha256']})" if row["sha256"] else ""
+            say(f"  {row['name']}: available{where}{digest}")
+        else:
+            say(f"  {row['name']}: not here; {row['get']}")
+    if config is None:
+        return
+    try:
+        experiment = load_config(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    say(f"arms of {config}:")
+    for arm in experiment.arms:
+        if not arm.deep:
+            say(f"  {arm.name}: no deep features")
+            continue
+        found = resolve(arm.deep.weights)
+        digest = f" (SHA-256 {found['sha256']})" if found["sha256"] else ""
+        say(f"  {arm.name}: {arm.deep.weights} -> {found['file'] or found['status']}{digest}")
+
+
+@weights_app.command("fetch")
+def weights_fetch_command(
+    name: Annotated[str, typer.Argument(help="imagenet (torchvision's ImageNet ResNet-50).")],
+    url: Annotated[
+        str | None, typer.Option(help="Download from this URL instead of torchvision's.")
+    ] = None,
+) -> None:
+    """Download torchvision's ImageNet ResNet-50 into torchvision's cache (with a progress bar).
+
+    RadImageNet's weights are distributed by their authors on request and cannot be fetched:
+    import the file you were given with ovfdlr weights import radimagenet FILE."""
+    from ovfdlr.deep.errors import WeightsError
+    from ovfdlr.deep.store import fetch_imagenet
+
+    if name != "imagenet":
+        raise fail(
+            f"cannot fetch '{name}': only imagenet is downloadable; for RadImageNet run "
+            "ovfdlr weights import radimagenet FILE"
+        )
+    try:
+        path = fetch_imagenet(url)
+    except WeightsError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"imagenet: {path}", highlight=False, soft_wrap=True)
+
+
+@weights_app.command("import")
+def weights_import_command(
+    name: Annotated[str, typer.Argument(help="radimagenet, or imagenet (torchvision's file).")],
+    file: Annotated[Path, typer.Argument(help="The weights file.")],
+) -> None:
+    """Check a weights file loads strictly, record its SHA-256 and make it available by name
+    (--weights radimagenet, or imagenet)."""
+    from ovfdlr.deep.errors import WeightsError
+    from ovfdlr.deep.store import import_weights
+
+    try:
+        result = import_weights(name, file)
+    except WeightsError as exc:
+        raise fail(str(exc)) from None
+    if isinstance(result, Path):
+        console.print(f"imagenet: {result}", highlight=False, soft_wrap=True)
+    else:
+        console.print(
+            f"{name}: {result.path} (SHA-256 {result.sha256}, {result.architecture}, "
+            f"{result.normalization} preprocessing); use --weights {name}",
+            highlight=False,
+            soft_wrap=True,
+        )

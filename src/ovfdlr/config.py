@@ -19,6 +19,8 @@ arms:                                  # each arm is a named feature set and its
       window_width: 1800
       pca: null                        # k components fitted on training, or null
       finetune_epochs: 0
+      device: auto                     # auto (CUDA when present) | cpu | cuda
+      mixed_precision: false           # autocast inference (float16 CUDA, bfloat16 CPU)
   - name: imagenet
     deep: {weights: imagenet}
 cohorts:
@@ -87,17 +89,21 @@ class DeepConfig(Strict):
     finetune_epochs: int = Field(0, ge=0)
     gradcam_cases: int = Field(4, ge=0)
     batch_size: int = Field(16, ge=1)
+    # where the network runs: auto (CUDA when present, else the CPU, with a note) | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch.autocast for inference (float16 on CUDA, bfloat16 on the CPU); see docs/deep.md
+    mixed_precision: bool = False
 
     @field_validator("weights")
     @classmethod
     def _known_family(cls, value: str) -> str:
-        family, _, argument = value.partition(":")
-        if family not in ("imagenet", "radimagenet", "file", "random"):
-            raise ValueError(
-                "expected imagenet, imagenet:PATH, radimagenet:PATH, file:PATH or random:SEED"
-            )
-        if family in ("radimagenet", "file") and not argument:
-            raise ValueError(f"expected {family}:PATH (the weights file)")
+        from ovfdlr.deep.errors import WeightsError
+        from ovfdlr.deep.specs import parse_spec
+
+        try:
+            family, argument = parse_spec(value)
+        except WeightsError as exc:
+            raise ValueError(str(exc)) from None
         if family == "random" and argument and not argument.lstrip("-").isdigit():
             raise ValueError("expected random:SEED with an integer seed")
         return value

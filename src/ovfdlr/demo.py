@@ -43,10 +43,16 @@ def demo_weights() -> tuple[str, bool]:
 
 
 def demo_config(
-    cohort_manifest: Path, *, seed: int = 0, jobs: int = 0, labels: str = "astlof"
+    cohort_manifest: Path,
+    *,
+    seed: int = 0,
+    jobs: int = 0,
+    labels: str = "astlof",
+    nested_cv: bool = True,
 ) -> dict:
     """The demo experiment as a config mapping (written as ``experiment.yaml``); ``labels`` is
-    the synthetic cohort's label scheme (:func:`ovfdlr.synthetic.design.synthetic_labels`)."""
+    the synthetic cohort's label scheme (:func:`ovfdlr.synthetic.design.synthetic_labels`);
+    ``nested_cv=False`` switches nested cross-validation off."""
     from ovfdlr.synthetic.design import synthetic_label_config
 
     weights, _ = demo_weights()
@@ -60,17 +66,25 @@ def demo_config(
         ],
         "compare": [["deep", "radiomics"]],
         # nested cross-validation with 3 outer folds: each outer fold is a whole fit
-        "evaluation": {"nested_folds": 3},
+        "evaluation": {"nested_folds": 3} if nested_cv else {"nested_cv": False},
         "seed": seed,
         "jobs": jobs,
     }
 
 
 def write_demo_config(
-    folder: Path, cohort_manifest: Path, *, seed: int = 0, jobs: int = 0, labels: str = "astlof"
+    folder: Path,
+    cohort_manifest: Path,
+    *,
+    seed: int = 0,
+    jobs: int = 0,
+    labels: str = "astlof",
+    nested_cv: bool = True,
 ) -> Path:
     path = folder / "experiment.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = demo_config(cohort_manifest.resolve(), seed=seed, jobs=jobs, labels=labels)
+    data = demo_config(
+        cohort_manifest.resolve(), seed=seed, jobs=jobs, labels=labels, nested_cv=nested_cv
+    )
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

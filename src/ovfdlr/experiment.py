@@ -411,6 +411,13 @@ def _deep_stage(state: RunState, arm) -> None:
     deep, config = arm.deep, state.config
     settings = deep.input_settings()
     from ovfdlr.deep.backbones import spec_digest
+    from ovfdlr.deep.device import identity, resolve_device
+
+    index = config.arms.index(arm)
+    device, device_note = resolve_device(deep.device, f"arms.{index}.deep.device ({arm.name})")
+    # the device and precision count only when they are not float32 on the CPU, so the CPU's
+    # keys (and caches) are those of runs made before the option existed
+    placement = identity(device, deep.mixed_precision)
 
     layout = state.layout
     out = layout.deep_table(arm.name)
@@ -435,6 +442,7 @@ def _deep_stage(state: RunState, arm) -> None:
         }
         if learned
         else None,
+        *([placement] if placement else []),
     )
     label_file = layout.deep_label(arm.name)
 
@@ -457,6 +465,8 @@ def _deep_stage(state: RunState, arm) -> None:
             batch_size=deep.batch_size,
             jobs=config.jobs,
             cache_dir=state.cache_dir,
+            device=device,
+            mixed_precision=deep.mixed_precision,
         )
         extraction = result.extraction
         extraction.features = result.features
@@ -471,6 +481,10 @@ def _deep_stage(state: RunState, arm) -> None:
                     "label": result.backbone_label,
                     "pretrained": result.pretrained,
                     "finetuned": bool(deep.finetune_epochs),
+                    "device": device,
+                    "device_requested": deep.device,
+                    "device_note": device_note,
+                    "mixed_precision": deep.mixed_precision,
                 }
             ),
         )

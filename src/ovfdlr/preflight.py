@@ -143,6 +143,14 @@ def weights(spec: str, option: str) -> list[Problem]:
         if argument is not None and not argument.lstrip("-").isdigit():
             return [_problem("weights", f"{option}: {spec}: the seed must be an integer")]
         return []
+    if family == "radimagenet" and argument is None:  # the imported file
+        from ovfdlr.deep.store import named_file
+
+        try:
+            named_file("radimagenet")
+        except WeightsError as exc:
+            return [_problem("weights", f"{option}: {exc}")]
+        return []
     if argument is None:  # plain imagenet: torchvision's cache
         if imagenet_cache_file() is None:
             folder = imagenet_cache_folder()
@@ -150,7 +158,8 @@ def weights(spec: str, option: str) -> list[Problem]:
                 _problem(
                     "weights",
                     f"{option}: ImageNet ResNet-50 weights not found in torchvision's "
-                    f"cache ({folder}); put {IMAGENET_FILES[0]} there or give imagenet:PATH",
+                    f"cache ({folder}): run ovfdlr weights fetch imagenet, put "
+                    f"{IMAGENET_FILES[0]} there, or give imagenet:PATH",
                 )
             ]
         return []
@@ -159,6 +168,20 @@ def weights(spec: str, option: str) -> list[Problem]:
         return [_problem("weights", f"{option}: {path} is a folder, not a weights file")]
     if not path.is_file():
         return [_problem("weights", f"{option}: {path}: weights file not found")]
+    return []
+
+
+def device(name: str, option: str) -> list[Problem]:
+    """``cuda`` where torch sees no CUDA device (:func:`ovfdlr.deep.device.resolve_device`)."""
+    if name == "cpu":
+        return []
+    from ovfdlr.deep.device import resolve_device
+    from ovfdlr.deep.errors import DeviceError
+
+    try:
+        resolve_device(name, option)
+    except DeviceError as exc:
+        return [_problem("device", str(exc))]
     return []
 
 
@@ -472,6 +495,7 @@ def check_experiment(
     for i, arm in enumerate(config.arms):
         if arm.deep is not None:
             problems += weights(arm.deep.weights, f"arms.{i}.deep.weights ({arm.name})")
+            problems += device(arm.deep.device, f"arms.{i}.deep.device ({arm.name})")
     scheme = config.labels.scheme_object()
     training = config.cohorts.training
     found, cohort = manifest(config.manifest, "manifest", labels=scheme, training=training)
@@ -557,6 +581,7 @@ def check_extraction(
     pca: int | None = None,
     finetune_epochs: int = 0,
     seed: int = 0,
+    device_name: str = "cpu",
 ) -> list[Problem]:
     """Every problem ``ovfdlr extract`` would meet that can be found without computing: the
     feature table ``--out``, the cache folder, the manifest, and for ``radiomics`` the
@@ -570,6 +595,7 @@ def check_extraction(
         problems += radiomics_params(params, "--params", engine)
     if weights_spec is not None:
         problems += weights(weights_spec, "--weights")
+        problems += device(device_name, "--device")
     found, cohort = manifest(manifest_path, "MANIFEST", labels=labels, training=training)
     problems += found
     if cohort is not None and weights_spec is not None:

@@ -60,6 +60,10 @@ class DeepNetwork(Record):
     label: str
     pretrained: bool
     finetuned: bool = False
+    device: str = "cpu"  # where it ran: cpu | cuda
+    device_requested: str | None = None  # deep.device: auto | cpu | cuda
+    device_note: str | None = None  # why auto ran on the CPU
+    mixed_precision: bool = False
 
 
 class RunArm(Record):

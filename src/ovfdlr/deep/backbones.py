@@ -6,8 +6,10 @@ A weights *spec* names what to load:
     torchvision's ResNet-50 with torchvision's ImageNet weights, from torchvision's cache
     (``IMAGENET1K_V1``, ``resnet50-0676ba61.pth``, preferred; else ``IMAGENET1K_V2``) or an
     explicit file.
-``radimagenet:PATH``
-    the RadImageNet ResNet-50 in any of the forms users download, recognised from the file:
+``radimagenet`` / ``radimagenet:PATH``
+    the RadImageNet ResNet-50 imported with ``ovfdlr weights import radimagenet FILE``
+    (:mod:`ovfdlr.deep.store`), or from an explicit file, in any of the forms users download,
+    recognised from the file:
 
     (a) the official Keras file ``RadImageNet-ResNet50_notop.h5`` (Keras 2 legacy HDF5; weights
         at the file root or under ``model_weights``; dataset names with or without the Keras 2
@@ -343,6 +345,11 @@ def spec_digest(spec: str) -> str:
     family, argument = parse_spec(spec)
     if family == "random":
         return f"random:{int(argument or 0)}"
+    if family == "radimagenet" and argument is None:
+        from ovfdlr.deep.store import imported
+
+        record = imported("radimagenet")
+        return record.sha256 if record is not None else f"missing:{spec}"
     path = Path(argument) if argument else imagenet_cache_file()
     if path is None or not path.is_file():
         return f"missing:{spec}"
@@ -370,10 +377,14 @@ def load_backbone(spec: str) -> Backbone:
         if path is None:
             folder = Path(torch.hub.get_dir()) / "checkpoints"
             raise WeightsError(
-                f"ImageNet ResNet-50 weights not found in torchvision's cache ({folder}); put "
-                f"{IMAGENET_FILES[0]} there (torchvision downloads it on first use of "
-                "resnet50(weights='IMAGENET1K_V1')) or pass imagenet:PATH"
+                f"ImageNet ResNet-50 weights not found in torchvision's cache ({folder}): run "
+                f"ovfdlr weights fetch imagenet, put {IMAGENET_FILES[0]} there, or pass "
+                "imagenet:PATH"
             )
+    elif family == "radimagenet" and argument is None:
+        from ovfdlr.deep.store import named_file
+
+        path = named_file("radimagenet")  # the imported file, its SHA-256 checked
     else:
         path = Path(argument)
     if not path.is_file():

@@ -66,22 +66,39 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def embed(model, images: np.ndarray, normalization: str, batch_size: int = 16) -> np.ndarray:
-    """Backbone outputs (N, 2048) for prepared images (N, 3, H, W) in [0, 1], in batches."""
+def embed(
+    model,
+    images: np.ndarray,
+    normalization: str,
+    batch_size: int = 16,
+    *,
+    device: str = "cpu",
+    mixed_precision: bool = False,
+) -> np.ndarray:
+    """Backbone outputs (N, 2048) for prepared images (N, 3, H, W) in [0, 1], in batches, on
+    ``device`` (the model must be there; :mod:`ovfdlr.deep.device`)."""
     import torch
+
+    from ovfdlr.deep.device import autocast
 
     outputs = []
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, mixed_precision):
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(normalize(images[start : start + batch_size], normalization))
-            outputs.append(model(batch).float().numpy())
+            if device != "cpu":
+                batch = batch.to(device, non_blocking=True)
+            outputs.append(model(batch).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.empty((0, N_FEATURES), np.float32)
 
 
-def backbone_identity(backbone) -> dict[str, Any]:
-    """What makes two backbones give the same features: weights, architecture, preprocessing."""
+def backbone_identity(
+    backbone, device: str = "cpu", mixed_precision: bool = False
+) -> dict[str, Any]:
+    """What makes two backbones give the same features: weights, architecture, preprocessing,
+    and the device and precision when they are not float32 on the CPU."""
     from ovfdlr.deep.backbones import spec_digest, state_digest
+    from ovfdlr.deep.device import identity
 
     weights = backbone.weights_sha256 or (
         spec_digest(backbone.spec) if not backbone.pretrained else state_digest(backbone.model)
@@ -90,6 +107,7 @@ def backbone_identity(backbone) -> dict[str, Any]:
         "weights": weights,
         "architecture": backbone.architecture,
         "normalization": backbone.normalization,
+        **identity(device, mixed_precision),
     }
 
 
@@ -104,8 +122,11 @@ def extract_deep(
     jobs: int | None = 1,
     cache_dir: CacheDir = True,
     progress: bool = True,
+    device: str = "cpu",
+    mixed_precision: bool = False,
 ) -> ExtractionResult:
-    """DTL features of every case of a cohort with a loaded backbone.
+    """DTL features of every case of a cohort with a loaded backbone, run on ``device``
+    (``cpu`` or ``cuda``, resolved by :func:`ovfdlr.deep.device.resolve_device`).
 
     Returns an :class:`ovfdlr.extraction.ExtractionResult` (features float64, index case_id;
     failed cases with their reasons in ``errors``).
@@ -114,7 +135,7 @@ def extract_deep(
 
     settings = settings or InputSettings()
     tasks = tasks_from_cohort(cohort)
-    identity = backbone_identity(backbone)
+    identity = backbone_identity(backbone, device, mixed_precision)
     settings_hash = stable_hash("deep", settings.as_dict(), identity)
     root = resolve_cache_dir(cache_dir)
     cache = CaseCache(root, "deep") if root is not None else None
@@ -125,7 +146,8 @@ def extract_deep(
     }
     n_cached = len(results)
 
-    with torch_threads(threads):
+    model = backbone.model.to(device) if pending and device != "cpu" else backbone.model
+    with torch_threads(threads), _back_to_cpu(backbone, device):
         for start in range(0, len(pending), CHUNK):
             chunk = pending[start : start + CHUNK]
             prepared = run_tasks(
@@ -145,7 +167,14 @@ def extract_deep(
             for batch_start in range(0, len(ready), batch_size):
                 batch = ready[batch_start : batch_start + batch_size]
                 images = np.stack([p.image for _, p in batch])
-                out = embed(backbone.model, images, backbone.normalization, batch_size)
+                out = embed(
+                    model,
+                    images,
+                    backbone.normalization,
+                    batch_size,
+                    device=device,
+                    mixed_precision=mixed_precision,
+                )
                 for (position, _), vector in zip(batch, out, strict=True):
                     values = vector.astype(np.float64).tolist()
                     results[position] = {"features": dict(zip(columns, values, strict=True))}
@@ -166,6 +195,16 @@ def extract_deep(
         index=extraction.features.index,
     )
     return extraction
+
+
+@contextlib.contextmanager
+def _back_to_cpu(backbone, device: str):
+    """Leave the backbone's weights on the CPU after a block that ran them on ``device``."""
+    try:
+        yield
+    finally:
+        if device != "cpu":
+            backbone.model.to("cpu")
 
 
 @dataclass

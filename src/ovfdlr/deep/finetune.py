@@ -166,6 +166,10 @@ class _Training:
     loss_fn: nn.Module
     generator: torch.Generator  # batch order and augmentation
     normalization: str
+    device: str = "cpu"  # where the network is; batches are made on the CPU
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.device == "cpu" else x.to(self.device, non_blocking=True)
 
 
 def _train_epoch(
@@ -182,8 +186,8 @@ def _train_epoch(
     for start in range(0, len(order), settings.batch_size):
         batch = order[start : start + settings.batch_size]
         x = augment(data.x[batch], settings, training.generator)
-        logits = model(_normalize_torch(x, training.normalization))
-        loss = training.loss_fn(logits, data.y[batch])
+        logits = model(training.to_device(_normalize_torch(x, training.normalization)))
+        loss = training.loss_fn(logits, training.to_device(data.y[batch]))
         training.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         training.optimiser.step()
@@ -201,11 +205,15 @@ def _holdout_metrics(training: _Training, data: _Data) -> tuple[float, float]:
     with torch.inference_mode():
         logits = torch.cat(
             [
-                model(_normalize_torch(data.x[hold[i : i + 32]], training.normalization))
+                model(
+                    training.to_device(
+                        _normalize_torch(data.x[hold[i : i + 32]], training.normalization)
+                    )
+                )
                 for i in range(0, len(hold), 32)
             ]
         )
-        target = data.y[hold]
+        target = training.to_device(data.y[hold])
         loss = float(training.loss_fn(logits, target))
         accuracy = float((logits.argmax(1) == target).float().mean())
     return loss, accuracy
@@ -249,15 +257,23 @@ def finetune(
     groups: np.ndarray,
     settings: FinetuneSettings,
     scheme: LabelScheme = DEFAULT,
+    *,
+    device: str = "cpu",
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (not modified) on training-cohort inputs (N, 3, H, W) in [0, 1].
 
     ``labels`` are class values of ``scheme`` (default ASTLOF 0-2; head output ``i`` is class
-    ``scheme.values[i]``) and ``groups`` the patient ids of the same rows.
+    ``scheme.values[i]``) and ``groups`` the patient ids of the same rows. ``device``: where the
+    network trains (``cpu`` or ``cuda``); batches are drawn and augmented on the CPU with the
+    seeded generator either way, and the result is returned on the CPU.
     """
     if settings.epochs < 1:
         raise ValueError("fine-tuning needs epochs >= 1")
     data = prepare_data(images, labels, groups, settings, scheme)
+    if device == "cuda":  # deterministic cuBLAS needs a fixed workspace (CUDA's documentation)
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
@@ -266,16 +282,18 @@ def finetune(
         generator = torch.Generator().manual_seed(settings.seed)
         trunk = copy.deepcopy(backbone.model)
         head = nn.Linear(2048, scheme.n_classes)
-        model = nn.Sequential(trunk, head)
+        model = nn.Sequential(trunk, head).to(device)
         optimiser = torch.optim.AdamW(
             model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(data.class_weights, dtype=torch.float32))
-        training = _Training(model, optimiser, loss_fn, generator, backbone.normalization)
+        loss_fn = nn.CrossEntropyLoss(
+            weight=torch.tensor(data.class_weights, dtype=torch.float32, device=device)
+        )
+        training = _Training(model, optimiser, loss_fn, generator, backbone.normalization, device)
         rows, best_epoch = _train(training, data, settings)
     finally:
         torch.use_deterministic_algorithms(deterministic)
-    model.eval()
+    model.to("cpu").eval()
     tuned = Backbone(
         trunk,
         f"finetuned({backbone.spec})",

@@ -16,14 +16,17 @@ IMAGENET_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")  # V1, V2
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``family[:argument]``; raises :class:`WeightsError` for an unknown family."""
+    """``family[:argument]``; raises :class:`WeightsError` for an unknown family.
+
+    ``imagenet`` alone is torchvision's cached file, ``radimagenet`` alone the file imported
+    with ``ovfdlr weights import radimagenet`` (:mod:`ovfdlr.deep.store`)."""
     family, _, argument = spec.partition(":")
     if family not in FAMILIES:
         raise WeightsError(
-            f"unknown weights '{spec}': use imagenet, imagenet:PATH, radimagenet:PATH, "
-            "file:PATH or random:SEED"
+            f"unknown weights '{spec}': use imagenet, imagenet:PATH, radimagenet, "
+            "radimagenet:PATH, file:PATH or random:SEED"
         )
-    if family in ("radimagenet", "file") and not argument:
+    if family == "file" and not argument:
         raise WeightsError(f"weights '{spec}' need a file: {family}:PATH")
     return family, argument or None
 

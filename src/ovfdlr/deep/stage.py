@@ -67,16 +67,21 @@ def _load_weights(spec: str, arm: str, normalization: str | None):
 
 
 def _finetune_key(
-    backbone, finetune, settings: InputSettings, scheme: LabelScheme, train: pd.DataFrame
+    backbone,
+    finetune,
+    settings: InputSettings,
+    scheme: LabelScheme,
+    train: pd.DataFrame,
+    device: str = "cpu",
 ) -> str:
     """What decides the fine-tuned weights: the base weights, the fine-tuning and input
-    settings, the classes (the head's outputs), and each training case's content, label and
-    patient."""
+    settings, the classes (the head's outputs), each training case's content, label and
+    patient, and the device when it is not the CPU."""
     from ovfdlr.deep.features import backbone_identity
 
     return stable_hash(
         "finetune",
-        backbone_identity(backbone),
+        backbone_identity(backbone, device),
         asdict(finetune),
         settings.as_dict(),
         list(scheme.values),
@@ -104,6 +109,7 @@ def _finetuned(
     training: str,
     jobs: int | None,
     progress: bool,
+    device: str = "cpu",
 ):
     """The fine-tuned backbone and head of the arm: reused from ``out_dir`` when the file
     there was made from the same training data and settings, else trained and saved."""
@@ -115,7 +121,7 @@ def _finetuned(
 
     scheme = labels or DEFAULT
     train = labelled_rows(cohort, training)
-    key = _finetune_key(backbone, finetune, settings, scheme, train)
+    key = _finetune_key(backbone, finetune, settings, scheme, train, device)
     path = out_dir / f"finetuned-{arm}.safetensors"
     if (recorded_extra(path) or {}).get("key") == key and curve_path(path).is_file():
         tuned, head = load_finetuned(path, f"file:{path}")
@@ -124,7 +130,7 @@ def _finetuned(
     ids, images = _prepare_images(train, settings, jobs, progress, f"fine-tuning inputs ({arm})")
     values = train.loc[ids, "label"].astype(int).to_numpy()
     groups = train.loc[ids, "patient_id"].astype(str).to_numpy()
-    result = run_finetune(backbone, images, values, groups, finetune, scheme)
+    result = run_finetune(backbone, images, values, groups, finetune, scheme, device=device)
     save_finetuned(result, path, extra={"key": key, "arm": arm})
     return path, result.backbone, result.head
 
@@ -164,11 +170,14 @@ def run_deep_stage(
     jobs: int | None = 1,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
+    mixed_precision: bool = False,
 ) -> DeepStageResult:
     """Run the deep stage of one arm; files go to ``out_dir`` (fine-tuned weights, PCA, PNGs).
 
     ``labels`` is the run's label scheme (default ASTLOF): the fine-tuning head has one output
-    per class.
+    per class. ``device`` (``cpu`` or ``cuda``, already resolved) runs fine-tuning and
+    inference; ``mixed_precision`` the inference only (:mod:`ovfdlr.deep.device`).
     """
     from ovfdlr.deep.features import extract_deep, training_pca
     from ovfdlr.deep.finetuned import curve_path
@@ -180,7 +189,17 @@ def run_deep_stage(
 
     if finetune is not None and finetune.epochs > 0:
         path, backbone, head = _finetuned(
-            backbone, cohort, arm, out_dir, settings, finetune, labels, training, jobs, progress
+            backbone,
+            cohort,
+            arm,
+            out_dir,
+            settings,
+            finetune,
+            labels,
+            training,
+            jobs,
+            progress,
+            device,
         )
         result.finetuned_path = path
         result.curve = pd.read_csv(curve_path(path))
@@ -200,6 +219,8 @@ def run_deep_stage(
         jobs=jobs,
         cache_dir=cache_dir,
         progress=progress,
+        device=device,
+        mixed_precision=mixed_precision,
     )
     result.extraction = extraction
     result.features = extraction.features

@@ -408,7 +408,19 @@ def weights_statement(name: str, info: dict) -> tuple[str, bool]:
             ", fine-tuned on the whole training cohort (so its cross-validated figures are "
             "optimistic: the network had seen every training fold)"
         )
+    text += _device_statement(deep)
     return f"{text}. Feature sets: {sets}.", untrained
+
+
+def _device_statement(deep: dict) -> str:
+    """Where the network ran (runs made before the device was recorded ran on the CPU)."""
+    device = {"cuda": "a CUDA GPU", "cpu": "the CPU"}.get(deep.get("device") or "cpu", "the CPU")
+    text = f"; computed on {device}"
+    if deep.get("mixed_precision"):
+        text += " in mixed precision (float16 on CUDA, bfloat16 on the CPU)"
+    if deep.get("device_note"):
+        text += f" ({deep['device_note']})"
+    return text
 
 
 def _chosen_note(summary: dict[str, Any]) -> str:
