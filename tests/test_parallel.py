@@ -82,11 +82,11 @@ def test_worker_processes_share_the_cores_out(monkeypatch):
     workers on every core do not start a thread per core each."""
     from ovfdlr import parallel
 
-    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 4)
     assert parallel.worker_threads(2) == 2
     assert parallel.worker_threads(4) == parallel.worker_threads(8) == 1
     monkeypatch.undo()
-    expected = max(1, (os.cpu_count() or 1) // 2)
+    expected = max(1, parallel.available_cores() // 2)
     results = parallel.run_tasks(_blas_threads, list(range(6)), jobs=2, progress=False)
     assert {pid for _, pid in results} - {os.getpid()}  # ran in worker processes
     assert all(threads == [expected] for threads, _ in results), results

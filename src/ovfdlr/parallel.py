@@ -124,7 +124,7 @@ def worker_threads(jobs: int) -> int:
     on each other (measured on 2 cores: an MLP grid of one cross-validation fold took 96 s with
     two workers of two BLAS threads each, 3 s with one thread each, the same probabilities).
     """
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, available_cores() // max(1, jobs))
 
 
 def _workers(jobs: int, kill_workers: bool = False):

@@ -232,12 +232,12 @@ def extract_radiomics(
     float64, PyRadiomics names), the diagnostics table and the failed cases with their reasons.
     """
     from ovfdlr.extraction import extract_features, tasks_from_cohort
-    from ovfdlr.parallel import available_cores, resolve_jobs
+    from ovfdlr.parallel import resolve_jobs, worker_threads
 
     params = load_params() if params is None else params
     check_engine(engine, params)
     n_jobs = resolve_jobs(jobs) if scheduler is None else 1
-    threads = max(1, available_cores() // n_jobs) if n_jobs > 1 else 0
+    threads = worker_threads(n_jobs) if n_jobs > 1 else 0
     stage = RadiomicsStage(params, threads=threads, engine=engine)
     result = extract_features(
         stage,
